@@ -1,0 +1,410 @@
+//! The three ways to run the pipeline: `run` (the daemon with reload and shutdown), `once` (vend, write, exit), and `check` (validate only).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, Admin};
+use crate::clock::Clock;
+use crate::config::{Config, OnExit, Problem, RefreshPolicy, TokenConfig};
+use crate::metrics::{Metrics, ReloadResult};
+use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
+use crate::state::State;
+use crate::token::TokenClient;
+use crate::watch::{watched_dirs, DirWatch};
+
+/// How long shutdown waits for in-flight writes before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Events the daemon reacts to; `main` turns signals into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    Reload,
+}
+
+/// Everything needed to start one token's refresher.
+fn build_refresher(
+    cfg: &TokenConfig,
+    policy: RefreshPolicy,
+    state: &Arc<State>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Refresher<ClientVend>, Arc<Sink>), String> {
+    let client = TokenClient::new(cfg).map_err(|e| format!("token {}: {e}", cfg.name))?;
+    let vend = ClientVend::new(client, cfg.client_id.clone(), cfg.client_secret.clone());
+    let sink = Arc::new(Sink::new(cfg.outputs.clone(), fingerprint(cfg)));
+    state.register(&cfg.name, cfg.token_url.to_string());
+    metrics.register_token(&cfg.name);
+    // A step may take the whole request timeout plus a margin for writes before it counts as stalled.
+    let grace = cfg.http.timeout + Duration::from_secs(30);
+    let r = Refresher::new(
+        cfg.name.clone(),
+        vend,
+        sink.clone(),
+        policy,
+        state.clone(),
+        metrics.clone(),
+        grace,
+        None,
+    );
+    Ok((r, sink))
+}
+
+struct Running {
+    cfg: TokenConfig,
+    policy: RefreshPolicy,
+    stop: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    handle: JoinHandle<()>,
+    sink: Arc<Sink>,
+}
+
+/// The daemon: its tokens' refreshers, the admin server, and reloads.
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    applied_bytes: Option<Vec<u8>>,
+    rejected_bytes: Option<Vec<u8>>,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+    running: BTreeMap<String, Running>,
+}
+
+/// Binds the admin listener; `[::]` falls back to `0.0.0.0` where IPv6 is off.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::info!(error = %e, "IPv6 is unavailable; listening on IPv4 only");
+            TcpListener::bind(v4).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Daemon {
+    pub fn new(config_path: PathBuf, config: Config, clock: Clock) -> Daemon {
+        let applied_bytes = std::fs::read(&config_path).ok();
+        Daemon {
+            config_path,
+            config,
+            applied_bytes,
+            rejected_bytes: None,
+            state: State::new(clock),
+            metrics: Arc::new(Metrics::new()),
+            running: BTreeMap::new(),
+        }
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin {
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    fn start(&mut self, cfg: &TokenConfig) -> Result<(), String> {
+        let policy = self.config.refresh;
+        let (refresher, sink) = build_refresher(cfg, policy, &self.state, &self.metrics)?;
+        let (stop, rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let handle = tokio::spawn(refresher.run(rx, wake.clone()));
+        self.running.insert(
+            cfg.name.clone(),
+            Running {
+                cfg: cfg.clone(),
+                policy,
+                stop,
+                wake,
+                handle,
+                sink,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop_token(&mut self, name: &str) -> Option<Running> {
+        let r = self.running.remove(name)?;
+        let _ = r.stop.send(true);
+        Some(r)
+    }
+
+    /// Starts every configured token. Errors here are configuration errors (an unreadable CA file, say).
+    pub fn start_all(&mut self) -> Result<(), String> {
+        let tokens = self.config.tokens.clone();
+        for t in &tokens {
+            self.start(t)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the config; applies it if it changed and is valid, else keeps the running one.
+    pub async fn reload(&mut self, watch: &mut DirWatch) {
+        // Credentials are read on every request; a nudge lets failing refreshers try a rotated secret now.
+        for r in self.running.values() {
+            r.wake.notify_one();
+        }
+        let bytes = match std::fs::read(&self.config_path) {
+            Ok(b) => b,
+            Err(e) => {
+                let marker = format!("\0unreadable: {}", e.kind()).into_bytes();
+                if self.rejected_bytes.as_deref() != Some(&marker) {
+                    tracing::error!(file = %self.config_path.display(), error = %e, "cannot re-read the config; the running config stays in effect");
+                    self.metrics.reload(ReloadResult::error);
+                    self.rejected_bytes = Some(marker);
+                }
+                return;
+            }
+        };
+        if self.applied_bytes.as_deref() == Some(&bytes)
+            || self.rejected_bytes.as_deref() == Some(&bytes)
+        {
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let new = match Config::parse(&text, &self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::error!(file = %self.config_path.display(), key = %p.path, problem = %p.message, "new config rejected; the running config stays in effect");
+                }
+                self.metrics.reload(ReloadResult::error);
+                self.rejected_bytes = Some(bytes);
+                return;
+            }
+        };
+        // Every client must build before anything is swapped, so a bad CA file cannot take tokens down.
+        if let Some((t, e)) = new
+            .tokens
+            .iter()
+            .find_map(|t| TokenClient::new(t).err().map(|e| (t, e)))
+        {
+            tracing::error!(file = %self.config_path.display(), token = %t.name, problem = %e, "new config rejected; the running config stays in effect");
+            self.metrics.reload(ReloadResult::error);
+            self.rejected_bytes = Some(bytes);
+            return;
+        }
+        self.apply(new, watch).await;
+        self.applied_bytes = Some(bytes);
+        self.rejected_bytes = None;
+        self.metrics.reload(ReloadResult::success);
+    }
+
+    async fn apply(&mut self, new: Config, watch: &mut DirWatch) {
+        if new.listen != self.config.listen {
+            tracing::warn!(old = %self.config.listen, new = %new.listen, "listen changed; it takes effect at the next restart");
+        }
+        if new.log != self.config.log {
+            tracing::warn!("log settings changed; they take effect at the next restart");
+        }
+        let wanted: BTreeMap<&str, &TokenConfig> =
+            new.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut stopping = Vec::new();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let keep = wanted.get(name.as_str()).is_some_and(|t| {
+                let r = &self.running[&name];
+                **t == r.cfg && new.refresh == r.policy
+            });
+            if !keep {
+                if let Some(r) = self.stop_token(&name).await {
+                    stopping.push((name, r));
+                }
+            }
+        }
+        for (name, r) in stopping {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, r.handle).await;
+            if !wanted.contains_key(name.as_str()) {
+                tracing::info!(token = %name, "token removed from the config; its files are left in place");
+                self.state.remove(&name);
+                self.metrics.forget_token(&name);
+            }
+        }
+        self.config = Config {
+            tokens: self.config.tokens.clone(),
+            ..new.clone()
+        };
+        for t in &new.tokens {
+            if self.running.contains_key(&t.name) {
+                continue;
+            }
+            tracing::info!(token = %t.name, "starting the refresher with the new config");
+            if let Err(e) = self.start(t) {
+                tracing::error!(token = %t.name, problem = %e, "cannot start the refresher");
+            }
+        }
+        self.config = new;
+        watch.set(watched_dirs(&self.config_path, &self.config));
+        tracing::info!(tokens = self.config.tokens.len(), "config reloaded");
+    }
+
+    /// Stops every refresher, letting in-flight writes finish within the grace period.
+    pub async fn shutdown(&mut self) {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        let mut handles = Vec::new();
+        for n in names {
+            if let Some(r) = self.stop_token(&n).await {
+                handles.push((r.handle, r.sink));
+            }
+        }
+        let all = futures_join(handles.iter_mut().map(|(h, _)| h));
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            tracing::warn!("some refreshers did not stop within the grace period; exiting anyway");
+        }
+        if self.config.on_exit == OnExit::Remove {
+            for (_, sink) in &handles {
+                sink.remove_all();
+            }
+            tracing::info!("outputs removed (on_exit: remove)");
+        }
+    }
+}
+
+async fn futures_join<'a>(handles: impl Iterator<Item = &'a mut JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Runs the daemon until a `Control::Stop` arrives.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    clock: Clock,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> anyhow::Result<()> {
+    let listener = bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let poll = config.reload.poll_interval;
+    let mut daemon = Daemon::new(config_path.clone(), config, clock);
+    daemon.start_all().map_err(anyhow::Error::msg)?;
+    let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(admin::serve(listener, daemon.admin(), async {
+        let _ = server_stop_rx.await;
+    }));
+    tracing::info!(%addr, "admin server listening: /readyz /livez /metrics /status");
+
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut watch = DirWatch::new(tx);
+    watch.set(watched_dirs(&config_path, &daemon.config));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(Control::Reload) => {
+                    tracing::info!("reload requested (SIGHUP)");
+                    daemon.reload(&mut watch).await;
+                }
+                Some(Control::Stop) | None => break,
+            },
+            Some(()) = events.recv() => {
+                // Kubernetes swaps several entries per update: let them settle, then read once.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while events.try_recv().is_ok() {}
+                daemon.reload(&mut watch).await;
+            }
+            _ = ticker.tick() => daemon.reload(&mut watch).await,
+        }
+    }
+    tracing::info!("shutting down");
+    drop(watch);
+    daemon.shutdown().await;
+    let _ = server_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One token that `once` could not vend.
+#[derive(Debug)]
+pub struct OnceFailure {
+    pub token: String,
+    pub url: String,
+    pub attempts: u32,
+    pub error: String,
+}
+
+/// Vends every token once and writes its outputs; transient errors are retried until `timeout`, permanent ones fail at once.
+pub async fn once(
+    config: &Config,
+    timeout: Duration,
+    clock: Clock,
+) -> Result<Vec<OnceFailure>, String> {
+    let state = State::new(clock);
+    let metrics = Arc::new(Metrics::new());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tasks = Vec::new();
+    for t in &config.tokens {
+        let (mut refresher, _) = build_refresher(t, config.refresh, &state, &metrics)?;
+        let (name, url) = (t.name.clone(), t.token_url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut attempts = 0;
+            let mut last: Option<String> = None;
+            let fail = |attempts, error| {
+                Some(OnceFailure {
+                    token: name.clone(),
+                    url: url.clone(),
+                    attempts,
+                    error,
+                })
+            };
+            loop {
+                attempts += 1;
+                match tokio::time::timeout_at(deadline, refresher.refresh_once()).await {
+                    Ok(Outcome::Refreshed { .. }) => return None,
+                    Ok(Outcome::Failed { error, next }) => {
+                        let permanent = error.kind.is_permanent();
+                        last = Some(error.to_string());
+                        if permanent {
+                            return fail(attempts, error.to_string());
+                        }
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        if left.is_zero() {
+                            return fail(attempts, error.to_string());
+                        }
+                        tokio::time::sleep(next.min(left)).await;
+                    }
+                    Err(_) => {
+                        let error = match &last {
+                            Some(l) => format!(
+                                "gave up after {}: {l}",
+                                humantime::format_duration(timeout)
+                            ),
+                            None => {
+                                format!("no answer within {}", humantime::format_duration(timeout))
+                            }
+                        };
+                        return fail(attempts, error);
+                    }
+                }
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Some(f)) => failures.push(f),
+            Ok(None) => {}
+            Err(e) => return Err(format!("a token task failed: {e}")),
+        }
+    }
+    Ok(failures)
+}
+
+/// Validates a config file and everything it refers to, without network; returns problems and warnings.
+pub fn check(path: &Path) -> (Vec<Problem>, Vec<Problem>) {
+    match Config::load(path) {
+        Err(e) => (e.problems, Vec::new()),
+        Ok(c) => (c.check_files(), c.warnings()),
+    }
+}

@@ -1,0 +1,186 @@
+//! Where the client id and secret come from (inline, a mounted file, an environment variable), read fresh for every request.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A credential file larger than this is a mistake (a wrong path), not a secret.
+const MAX_CREDENTIAL_BYTES: u64 = 16 * 1024;
+
+/// Where one credential is read from. `Debug` never shows an inline value.
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    Inline(SecretString),
+    File(PathBuf),
+    Env(String),
+}
+
+impl CredentialSource {
+    pub fn inline(value: String) -> Self {
+        CredentialSource::Inline(SecretString::from(value))
+    }
+
+    /// The config key that selects this source, for error messages.
+    pub fn key_name(&self, base: &str) -> String {
+        match self {
+            CredentialSource::Inline(_) => base.to_string(),
+            CredentialSource::File(_) => format!("{base}_file"),
+            CredentialSource::Env(_) => format!("{base}_env"),
+        }
+    }
+
+    /// The file this credential lives in, if any (its directory is watched for rotation).
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            CredentialSource::File(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Reads the value now. Files are opened by path each time, so a Kubernetes `..data` swap is seen at once.
+    pub fn load(&self) -> Result<SecretString, CredentialError> {
+        match self {
+            CredentialSource::Inline(s) => Ok(s.clone()),
+            CredentialSource::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                Ok(_) => Err(CredentialError(format!(
+                    "environment variable {name} is empty"
+                ))),
+                Err(_) => Err(CredentialError(format!(
+                    "environment variable {name} is not set (or not UTF-8)"
+                ))),
+            },
+            CredentialSource::File(path) => read_file(path),
+        }
+    }
+}
+
+impl PartialEq for CredentialSource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CredentialSource::Inline(a), CredentialSource::Inline(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (CredentialSource::File(a), CredentialSource::File(b)) => a == b,
+            (CredentialSource::Env(a), CredentialSource::Env(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<SecretString, CredentialError> {
+    let fail = |what: String| CredentialError(format!("cannot read {}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
+        return Err(fail(format!(
+            "larger than {MAX_CREDENTIAL_BYTES} bytes; is this the right file?"
+        )));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
+    // Exactly one trailing newline is what editors and `echo` add; anything more is kept as written.
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    if text.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(SecretString::from(text))
+}
+
+/// Why a credential could not be read. Never contains the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialError(String);
+
+/// The pair sent to the token endpoint.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub client_id: SecretString,
+    pub client_secret: SecretString,
+}
+
+impl Credentials {
+    pub fn load(
+        id: &CredentialSource,
+        secret: &CredentialSource,
+    ) -> Result<Credentials, CredentialError> {
+        Ok(Credentials {
+            client_id: id.load()?,
+            client_secret: secret.load()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trailing_newline_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, want) in [
+            ("abc\n", "abc"),
+            ("abc\r\n", "abc"),
+            ("abc\n\n", "abc\n"),
+            ("abc", "abc"),
+            (" a b ", " a b "),
+        ] {
+            let p = dir.path().join("s");
+            std::fs::write(&p, content).unwrap();
+            let got = CredentialSource::File(p).load().unwrap();
+            assert_eq!(got.expose_secret(), want, "{content:?}");
+        }
+    }
+
+    #[test]
+    fn missing_empty_and_huge_files_are_errors_that_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing");
+        let e = CredentialSource::File(p.clone())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(CredentialSource::File(p.clone())
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        std::fs::write(&p, vec![b'a'; 20_000]).unwrap();
+        assert!(CredentialSource::File(p)
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
+    }
+
+    #[test]
+    fn env_source_reports_unset_variable_without_value() {
+        let e = CredentialSource::Env("TOKEN_VENDOR_TEST_SURELY_UNSET".into())
+            .load()
+            .unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("TOKEN_VENDOR_TEST_SURELY_UNSET is not set"));
+    }
+
+    #[test]
+    fn debug_redacts_inline_values() {
+        let s = CredentialSource::inline("hunter2".into());
+        let c = Credentials {
+            client_id: SecretString::from("id-x"),
+            client_secret: SecretString::from("hunter2"),
+        };
+        for dbg in [format!("{s:?}"), format!("{c:?}")] {
+            assert!(!dbg.contains("hunter2") && !dbg.contains("id-x"), "{dbg}");
+        }
+    }
+}

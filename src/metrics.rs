@@ -1,0 +1,238 @@
+//! Every Prometheus metric, defined once; gauges that depend on "now" are computed from the state at scrape time.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::state::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    pub token: String,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefreshResult {
+    success,
+    transient_error,
+    permanent_error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    token: String,
+    result: RefreshResult,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    success,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type HistogramFamily = Family<TokenLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    token_valid: Family<TokenLabel, Gauge>,
+    expiry: Family<TokenLabel, FloatGauge>,
+    refresh_time: Family<TokenLabel, FloatGauge>,
+    refresh_total: Family<RefreshLabels, Counter>,
+    refresh_duration: HistogramFamily,
+    last_success: Family<TokenLabel, FloatGauge>,
+    write_errors: Family<TokenLabel, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn label(token: &str) -> TokenLabel {
+    TokenLabel {
+        token: token.to_string(),
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms .. ~20 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            token_valid: Family::default(),
+            expiry: Family::default(),
+            refresh_time: Family::default(),
+            refresh_total: Family::default(),
+            refresh_duration: Family::new_with_constructor(duration_histogram),
+            last_success: Family::default(),
+            write_errors: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "token_vendor_token_valid",
+            "1 when the published token is valid() now (now < refresh_time), else 0",
+            m.token_valid.clone(),
+        );
+        registry.register(
+            "token_vendor_token_expiry_timestamp_seconds",
+            "Unix time at which the published token expires",
+            m.expiry.clone(),
+        );
+        registry.register(
+            "token_vendor_token_refresh_timestamp_seconds",
+            "Unix time of the published token's refresh_time, when it stops being valid()",
+            m.refresh_time.clone(),
+        );
+        registry.register(
+            "token_vendor_refresh",
+            "Token requests by result",
+            m.refresh_total.clone(),
+        );
+        registry.register(
+            "token_vendor_refresh_duration_seconds",
+            "Time taken by token requests",
+            m.refresh_duration.clone(),
+        );
+        registry.register(
+            "token_vendor_last_success_timestamp_seconds",
+            "Unix time of the last successful refresh",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "token_vendor_output_write_errors",
+            "Failed writes of output files",
+            m.write_errors.clone(),
+        );
+        registry.register(
+            "token_vendor_config_reloads",
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "token_vendor_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn refresh(&self, token: &str, result: RefreshResult, took: Duration) {
+        self.refresh_total
+            .get_or_create(&RefreshLabels {
+                token: token.to_string(),
+                result,
+            })
+            .inc();
+        self.refresh_duration
+            .get_or_create(&label(token))
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn success(&self, token: &str, at: SystemTime) {
+        self.last_success
+            .get_or_create(&label(token))
+            .set(unix_seconds(at));
+    }
+
+    pub fn write_error(&self, token: &str) {
+        self.write_errors.get_or_create(&label(token)).inc();
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Makes a token's series exist from the start, so alerts see zeros rather than nothing.
+    pub fn register_token(&self, token: &str) {
+        let l = label(token);
+        let _ = self.write_errors.get_or_create(&l);
+        for result in [
+            RefreshResult::success,
+            RefreshResult::transient_error,
+            RefreshResult::permanent_error,
+        ] {
+            let _ = self.refresh_total.get_or_create(&RefreshLabels {
+                token: token.to_string(),
+                result,
+            });
+        }
+    }
+
+    /// Drops every series of a token that is no longer configured.
+    pub fn forget_token(&self, token: &str) {
+        let l = label(token);
+        self.token_valid.remove(&l);
+        self.expiry.remove(&l);
+        self.refresh_time.remove(&l);
+        self.refresh_duration.remove(&l);
+        self.last_success.remove(&l);
+        self.write_errors.remove(&l);
+        for result in [
+            RefreshResult::success,
+            RefreshResult::transient_error,
+            RefreshResult::permanent_error,
+        ] {
+            self.refresh_total.remove(&RefreshLabels {
+                token: token.to_string(),
+                result,
+            });
+        }
+    }
+
+    /// The Prometheus text exposition, with the time-dependent gauges brought up to date first.
+    pub fn encode(&self, state: &State) -> String {
+        let now = state.clock().mono();
+        for (name, s) in state.snapshot() {
+            let l = label(&name);
+            self.token_valid
+                .get_or_create(&l)
+                .set(i64::from(s.valid_at(now)));
+            if let Some(p) = s.published {
+                self.expiry
+                    .get_or_create(&l)
+                    .set(unix_seconds(p.expires_at));
+                self.refresh_time
+                    .get_or_create(&l)
+                    .set(unix_seconds(p.refresh_time));
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

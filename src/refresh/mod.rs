@@ -1,0 +1,406 @@
+//! One refresher per token: vend, publish to the sinks, schedule the next refresh or retry; `refresh_once` is the step, `run` the loop.
+
+pub mod schedule;
+pub mod sink;
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use secrecy::ExposeSecret;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::RefreshPolicy;
+use crate::credentials::{CredentialSource, Credentials};
+use crate::metrics::{Metrics, RefreshResult};
+use crate::state::{LastError, Published, State};
+use crate::token::token::rfc3339;
+use crate::token::{ErrorKind, FetchError, Token, TokenClient};
+use schedule::{planned_refresh, retry_delay, Failure};
+pub use sink::Sink;
+
+/// Something that vends tokens: the real client, or a scripted one in tests.
+pub trait Vend: Send + Sync + 'static {
+    fn vend(&self, issued_at: SystemTime)
+        -> impl Future<Output = Result<Token, FetchError>> + Send;
+    /// Whether the credentials on disk differ from those last sent (a rotation happened).
+    fn credentials_changed(&self) -> bool;
+}
+
+/// The production vendor: reads the credentials fresh, then asks the token endpoint.
+pub struct ClientVend {
+    pub client: TokenClient,
+    pub client_id: CredentialSource,
+    pub client_secret: CredentialSource,
+    last_used: Mutex<Option<u64>>,
+}
+
+impl ClientVend {
+    pub fn new(
+        client: TokenClient,
+        client_id: CredentialSource,
+        client_secret: CredentialSource,
+    ) -> Self {
+        ClientVend {
+            client,
+            client_id,
+            client_secret,
+            last_used: Mutex::new(None),
+        }
+    }
+
+    fn load(&self) -> Result<(Credentials, u64), FetchError> {
+        let creds = Credentials::load(&self.client_id, &self.client_secret)
+            .map_err(|e| FetchError::new(ErrorKind::Credentials, e.to_string()))?;
+        let mut h = DefaultHasher::new();
+        creds.client_id.expose_secret().hash(&mut h);
+        creds.client_secret.expose_secret().hash(&mut h);
+        Ok((creds, h.finish()))
+    }
+}
+
+impl Vend for ClientVend {
+    async fn vend(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
+        let (creds, hash) = self.load()?;
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash);
+        self.client.fetch(&creds, issued_at).await
+    }
+
+    fn credentials_changed(&self) -> bool {
+        let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        match (self.load(), last) {
+            (Ok((_, now)), Some(last)) => now != last,
+            _ => false,
+        }
+    }
+}
+
+/// What one step did, and how long until the next one.
+#[derive(Debug)]
+pub enum Outcome {
+    Refreshed { next: Duration },
+    Failed { error: FetchError, next: Duration },
+}
+
+impl Outcome {
+    pub fn next(&self) -> Duration {
+        match self {
+            Outcome::Refreshed { next } | Outcome::Failed { next, .. } => *next,
+        }
+    }
+}
+
+/// The refresher of one token.
+pub struct Refresher<V: Vend> {
+    name: String,
+    vend: V,
+    sink: Arc<Sink>,
+    policy: RefreshPolicy,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    /// How long past its promised time a step may take before liveness calls it stalled.
+    grace: Duration,
+    current: Option<Token>,
+    failures: u32,
+    logged_kind: Option<ErrorKind>,
+    last_attempt: Option<Instant>,
+    rng: StdRng,
+}
+
+/// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
+struct PanicGuard {
+    state: Arc<State>,
+    name: String,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.state.update(&self.name, |s| s.alive = false);
+        }
+    }
+}
+
+impl<V: Vend> Refresher<V> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        vend: V,
+        sink: Arc<Sink>,
+        policy: RefreshPolicy,
+        state: Arc<State>,
+        metrics: Arc<Metrics>,
+        grace: Duration,
+        seed: Option<u64>,
+    ) -> Self {
+        let clock = *state.clock();
+        Refresher {
+            name,
+            vend,
+            sink,
+            policy,
+            state,
+            metrics,
+            clock,
+            grace,
+            current: None,
+            failures: 0,
+            logged_kind: None,
+            last_attempt: None,
+            rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+        }
+    }
+
+    /// Adopts a still-valid token left by an earlier run; returns the delay to its planned refresh.
+    pub fn warm_start(&mut self) -> Option<Duration> {
+        let now = self.clock.wall();
+        let token = self.sink.load_warm(now)?;
+        if let Err(e) = self.sink.write(&token, true) {
+            tracing::warn!(token = %self.name, error = %e, "could not restore an output from the saved token; requesting a new one");
+            return None;
+        }
+        let due =
+            token.issued_at + planned_refresh(token.usable_span(), &self.policy, self.rng.random());
+        let next = due.duration_since(now).unwrap_or_default();
+        tracing::info!(
+            token = %self.name,
+            refresh_time = %rfc3339(token.refresh_time()),
+            next_refresh_in = %humantime::format_duration(round_ms(next)),
+            "adopted the still-valid token from the previous run; no request needed"
+        );
+        self.publish_token(&token);
+        self.current = Some(token);
+        Some(next)
+    }
+
+    /// How long the current token stays `valid()`, if it is valid now.
+    fn remaining(&self) -> Option<Duration> {
+        let t = self.current.as_ref()?;
+        t.refresh_time()
+            .duration_since(self.clock.wall())
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
+
+    fn publish_token(&self, token: &Token) {
+        let published = Published::of(token, &self.clock);
+        self.state.update(&self.name, |s| {
+            s.published = Some(published);
+        });
+    }
+
+    /// The request alone; cancellable (dropping it aborts the request and changes nothing).
+    pub async fn attempt(&mut self) -> (Result<Token, FetchError>, Duration) {
+        let started = self.clock.mono();
+        self.last_attempt = Some(started);
+        let result = self.vend.vend(self.clock.wall()).await;
+        (result, self.clock.mono().saturating_duration_since(started))
+    }
+
+    /// Publishes an attempt's result: writes the files (never cancelled half-way), updates state and metrics.
+    pub async fn publish(&mut self, result: Result<Token, FetchError>, took: Duration) -> Outcome {
+        let result = match result {
+            Ok(token) => {
+                let sink = self.sink.clone();
+                let t = token.clone();
+                match tokio::task::spawn_blocking(move || sink.write(&t, false)).await {
+                    Ok(Ok(())) => Ok(token),
+                    Ok(Err(e)) => {
+                        self.metrics.write_error(&self.name);
+                        Err(FetchError::new(ErrorKind::OutputWrite, e.to_string()))
+                    }
+                    Err(e) => {
+                        self.metrics.write_error(&self.name);
+                        Err(FetchError::new(
+                            ErrorKind::OutputWrite,
+                            format!("the writer failed: {e}"),
+                        ))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(token) => self.succeeded(token, took),
+            Err(e) => self.failed(e, took),
+        }
+    }
+
+    /// One complete step: request, then publish.
+    pub async fn refresh_once(&mut self) -> Outcome {
+        let (result, took) = self.attempt().await;
+        self.publish(result, took).await
+    }
+
+    fn succeeded(&mut self, token: Token, took: Duration) -> Outcome {
+        let now = self.clock.wall();
+        let due =
+            token.issued_at + planned_refresh(token.usable_span(), &self.policy, self.rng.random());
+        let next = due.duration_since(now).unwrap_or_default();
+        if self.failures > 0 {
+            tracing::info!(token = %self.name, failures = self.failures, "token endpoint recovered");
+        }
+        tracing::info!(
+            token = %self.name,
+            expires_in = %humantime::format_duration(round_ms(token.lifetime)),
+            refresh_time = %rfc3339(token.refresh_time()),
+            next_refresh_in = %humantime::format_duration(round_ms(next)),
+            "token refreshed and written"
+        );
+        if token.lifetime_source == crate::token::LifetimeSource::Default {
+            tracing::warn!(token = %self.name, "the response has no usable expires_in and the token is not a JWT with exp; assumed default_lifetime");
+        }
+        self.metrics
+            .refresh(&self.name, RefreshResult::success, took);
+        self.metrics.success(&self.name, now);
+        self.publish_token(&token);
+        self.state.update(&self.name, |s| {
+            s.consecutive_failures = 0;
+            s.last_success = Some(now);
+        });
+        self.current = Some(token);
+        self.failures = 0;
+        self.logged_kind = None;
+        Outcome::Refreshed { next }
+    }
+
+    fn failed(&mut self, error: FetchError, took: Duration) -> Outcome {
+        self.failures += 1;
+        let permanent = error.kind.is_permanent();
+        self.metrics.refresh(
+            &self.name,
+            if permanent {
+                RefreshResult::permanent_error
+            } else {
+                RefreshResult::transient_error
+            },
+            took,
+        );
+        let remaining = self.remaining();
+        let failure = if permanent {
+            // A rotated secret may already be on disk: use it at once instead of waiting.
+            if self.vend.credentials_changed() {
+                Failure::Transient { retry_after: None }
+            } else {
+                Failure::Permanent
+            }
+        } else {
+            Failure::Transient {
+                retry_after: error.retry_after,
+            }
+        };
+        let next = retry_delay(
+            &self.policy,
+            self.failures,
+            failure,
+            remaining,
+            self.rng.random(),
+        );
+        let still_valid = remaining.map(|d| humantime::format_duration(round_ms(d)).to_string());
+        if self.logged_kind != Some(error.kind) {
+            let retry_in = humantime::format_duration(round_ms(next)).to_string();
+            if permanent {
+                tracing::error!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; it will not succeed until the credentials or config change");
+            } else {
+                tracing::warn!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; retrying");
+            }
+            self.logged_kind = Some(error.kind);
+        } else {
+            tracing::debug!(token = %self.name, kind = %error.kind, failures = self.failures, "token refresh failed again");
+        }
+        let last = LastError::from(&error);
+        let failures = self.failures;
+        self.state.update(&self.name, |s| {
+            s.consecutive_failures = failures;
+            s.last_error = Some(last);
+        });
+        Outcome::Failed { error, next }
+    }
+
+    /// Tells the state when the next step will happen, which is also the liveness promise.
+    fn announce(&self, at: Instant) {
+        let wall = self.clock.wall() + at.saturating_duration_since(self.clock.mono());
+        let expected_by = at + self.grace;
+        self.state.update(&self.name, |s| {
+            s.next_refresh = Some(wall);
+            s.expected_by = expected_by;
+            s.alive = true;
+        });
+    }
+
+    /// Runs until `stop` turns true. `wake` is notified when credential files change.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
+        let _guard = PanicGuard {
+            state: self.state.clone(),
+            name: self.name.clone(),
+        };
+        let first = self.warm_start().unwrap_or_default();
+        let mut at = self.clock.mono() + first;
+        loop {
+            self.announce(at);
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|&s| s) => break,
+                _ = wake.notified() => {
+                    if self.failures > 0 {
+                        // New credentials may fix what failed: try soon, but never faster than min_backoff.
+                        let soonest = self.last_attempt.map_or(self.clock.mono(), |t| t + self.policy.min_backoff);
+                        at = at.min(soonest.max(self.clock.mono()));
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let (result, took) = tokio::select! {
+                biased;
+                _ = stop.wait_for(|&s| s) => break,
+                r = self.attempt() => r,
+            };
+            let outcome = self.publish(result, took).await;
+            at = self.clock.mono() + outcome.next();
+        }
+        tracing::debug!(token = %self.name, "refresher stopped");
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// A stable fingerprint of what a token was requested with, so a warm start never adopts a token for other settings.
+pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
+    // FNV-1a: stable across builds, unlike the std hasher.
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut feed = |s: &str| {
+        for b in s.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    feed(cfg.token_url.as_str());
+    feed(cfg.auth_method.as_str());
+    feed(cfg.scope.as_deref().unwrap_or(""));
+    feed(cfg.audience.as_deref().unwrap_or(""));
+    for r in &cfg.resource {
+        feed(r);
+    }
+    for (k, v) in &cfg.params {
+        feed(k);
+        feed(v);
+    }
+    match cfg.client_id.load() {
+        Ok(id) => feed(id.expose_secret()),
+        Err(_) => feed(&format!("{:?}", cfg.client_id)),
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests;
