@@ -16,6 +16,7 @@ use crate::config::{Config, OnExit, Problem, RefreshPolicy, TokenConfig};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
+use crate::token::client::HttpClients;
 use crate::token::TokenClient;
 use crate::watch::{watched_dirs, DirWatch};
 
@@ -32,11 +33,12 @@ pub enum Control {
 /// Everything needed to start one token's refresher.
 fn build_refresher(
     cfg: &TokenConfig,
+    clients: &HttpClients,
     policy: RefreshPolicy,
     state: &Arc<State>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Refresher<ClientVend>, Arc<Sink>), String> {
-    let client = TokenClient::new(cfg).map_err(|e| format!("token {}: {e}", cfg.name))?;
+    let client = TokenClient::new(cfg, clients).map_err(|e| format!("token {}: {e}", cfg.name))?;
     let vend = ClientVend::new(client, cfg.client_id.clone(), cfg.client_secret.clone());
     let sink = Arc::new(Sink::new(cfg.outputs.clone(), fingerprint(cfg)));
     state.register(&cfg.name, cfg.token_url.to_string());
@@ -74,6 +76,7 @@ pub struct Daemon {
     state: Arc<State>,
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
+    clients: HttpClients,
 }
 
 /// Binds the admin listener; `[::]` falls back to `0.0.0.0` where IPv6 is off.
@@ -100,6 +103,7 @@ impl Daemon {
             state: State::new(clock),
             metrics: Arc::new(Metrics::new()),
             running: BTreeMap::new(),
+            clients: HttpClients::default(),
         }
     }
 
@@ -112,7 +116,8 @@ impl Daemon {
 
     fn start(&mut self, cfg: &TokenConfig) -> Result<(), String> {
         let policy = self.config.refresh;
-        let (refresher, sink) = build_refresher(cfg, policy, &self.state, &self.metrics)?;
+        let (refresher, sink) =
+            build_refresher(cfg, &self.clients, policy, &self.state, &self.metrics)?;
         let (stop, rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
@@ -181,16 +186,19 @@ impl Daemon {
             }
         };
         // Every client must build before anything is swapped, so a bad CA file cannot take tokens down.
+        // Fresh clients, so a CA file or client certificate replaced at the same path is read again.
+        let clients = HttpClients::default();
         if let Some((t, e)) = new
             .tokens
             .iter()
-            .find_map(|t| TokenClient::new(t).err().map(|e| (t, e)))
+            .find_map(|t| TokenClient::new(t, &clients).err().map(|e| (t, e)))
         {
             tracing::error!(file = %self.config_path.display(), token = %t.name, problem = %e, "new config rejected; the running config stays in effect");
             self.metrics.reload(ReloadResult::error);
             self.rejected_bytes = Some(bytes);
             return;
         }
+        self.clients = clients;
         self.apply(new, watch).await;
         self.applied_bytes = Some(bytes);
         self.rejected_bytes = None;
@@ -344,8 +352,9 @@ pub async fn once(
     let metrics = Arc::new(Metrics::new());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tasks = Vec::new();
+    let clients = HttpClients::default();
     for t in &config.tokens {
-        let (mut refresher, _) = build_refresher(t, config.refresh, &state, &metrics)?;
+        let (mut refresher, _) = build_refresher(t, &clients, config.refresh, &state, &metrics)?;
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;

@@ -109,7 +109,7 @@ pub struct TokenConfig {
     pub outputs: Vec<OutputConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -1020,7 +1020,10 @@ tokens:
     fn unknown_keys_are_named_with_their_path() {
         let p = problems(&GOOD.replace("    client_id:", "    scopes: x\n    client_id:"));
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("tokens[0].scopes: unknown key `scopes`"), "{p:?}");
+        assert!(
+            p[0].starts_with("tokens[0].scopes: unknown key `scopes`"),
+            "{p:?}"
+        );
         let p = problems(&format!("lisen: x\n{GOOD}"));
         assert!(p[0].starts_with("lisen: unknown key `lisen`"), "{p:?}");
         let p = problems(&GOOD.replace(

@@ -166,6 +166,25 @@ pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client
         .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
+/// HTTP clients shared by tokens with the same HTTP settings: one pool and one CA store, not one per token.
+#[derive(Default)]
+pub struct HttpClients(
+    std::sync::Mutex<std::collections::HashMap<(HttpConfig, bool), reqwest::Client>>,
+);
+
+impl HttpClients {
+    pub fn get(&self, http: &HttpConfig, url: &Url) -> Result<reqwest::Client, String> {
+        let key = (http.clone(), url.scheme() == "https");
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = build_http_client(http, url)?;
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
 /// Vends tokens from one endpoint with one configuration.
 pub struct TokenClient {
     http: reqwest::Client,
@@ -202,7 +221,7 @@ pub fn basic_auth(id: &str, secret: &str, raw: bool) -> String {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &TokenConfig) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, clients: &HttpClients) -> Result<Self, String> {
         let mut fields = vec![("grant_type".to_string(), "client_credentials".to_string())];
         if let Some(s) = &cfg.scope {
             fields.push(("scope".into(), s.clone()));
@@ -217,7 +236,7 @@ impl TokenClient {
             fields.push((k.clone(), v.clone()));
         }
         Ok(TokenClient {
-            http: build_http_client(&cfg.http, &cfg.token_url)?,
+            http: clients.get(&cfg.http, &cfg.token_url)?,
             url: cfg.token_url.clone(),
             auth_method: cfg.auth_method,
             fields,
@@ -596,7 +615,7 @@ mod tests {
             std::path::Path::new("t.yaml"),
         )
         .unwrap();
-        TokenClient::new(&cfg.tokens[0]).unwrap()
+        TokenClient::new(&cfg.tokens[0], &HttpClients::default()).unwrap()
     }
 
     #[test]

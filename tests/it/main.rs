@@ -1,0 +1,7 @@
+//! Integration tests: the real `token-vendor` binary against token servers on 127.0.0.1.
+
+mod helpers;
+
+mod check;
+mod daemon;
+mod once;

@@ -1,0 +1,400 @@
+//! `once`: one vend-and-write pass against oidc-provider and against the scripted server.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const SPECIAL_SECRET: &str = "s3cr+t %/:&=x";
+
+fn token_block(
+    name: &str,
+    url: &str,
+    id: &str,
+    secret_file: &str,
+    auth: &str,
+    extra: &str,
+    out: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    token_url: {url}\n    client_id: {id}\n    client_secret_file: {secret_file}\n    auth_method: {auth}\n{extra}    outputs:\n      - {{path: {out}/token, format: raw}}\n      - {{path: {out}/token.header, format: header, mode: \"0600\"}}\n      - {{path: {out}/token.json, format: json}}\n      - {{path: {out}/token.env, format: env}}\n"
+    )
+}
+
+#[test]
+fn once_vends_from_oidc_provider_with_basic_and_post_auth() {
+    let sb = Sandbox::new();
+    let Some(idp) = OidcServer::start(
+        sb.dir.path(),
+        json!({"port": 0, "ttl": 120, "strict_auth": true, "clients": [
+            {"client_id": "basic-client", "client_secret": SPECIAL_SECRET, "auth": "client_secret_basic"},
+            {"client_id": "post-client", "client_secret": "post-secret-value", "auth": "client_secret_post"}]}),
+    ) else {
+        return;
+    };
+    let d = sb.dir.path().display().to_string();
+    sb.write("secrets/basic", &format!("{SPECIAL_SECRET}\n"));
+    sb.write("secrets/post", "post-secret-value\n");
+    let cfg = sb.write(
+        "config.yaml",
+        &format!(
+            "tokens:\n{}{}",
+            token_block(
+                "basic",
+                &idp.url,
+                "basic-client",
+                &format!("{d}/secrets/basic"),
+                "client_secret_basic",
+                "    scope: read write\n",
+                &format!("{d}/out/basic")
+            ),
+            token_block(
+                "post",
+                &idp.url,
+                "post-client",
+                &format!("{d}/secrets/post"),
+                "client_secret_post",
+                "",
+                &format!("{d}/out/post")
+            )
+        ),
+    );
+    let started = Instant::now();
+    let (st, out, err) = run_to_end(
+        &["once", "--config", cfg.to_str().unwrap()],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    eprintln!("once against oidc-provider took {:?}", started.elapsed());
+
+    let mut tokens = Vec::new();
+    for name in ["basic", "post"] {
+        let raw = sb.read(&format!("out/{name}/token")).expect("raw output");
+        assert!(raw.len() >= 20 && !raw.ends_with('\n'), "{raw:?}");
+        assert_eq!(
+            sb.read(&format!("out/{name}/token.header")).unwrap(),
+            format!("Bearer {raw}")
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&sb.read(&format!("out/{name}/token.json")).unwrap()).unwrap();
+        assert_eq!(j["access_token"], raw.as_str());
+        assert_eq!(j["token_type"], "Bearer");
+        assert_eq!(j["expires_in"], 120.0);
+        let issued = humantime::parse_rfc3339(j["issued_at"].as_str().unwrap()).unwrap();
+        let refresh = humantime::parse_rfc3339(j["refresh_time"].as_str().unwrap()).unwrap();
+        let expires = humantime::parse_rfc3339(j["expires_at"].as_str().unwrap()).unwrap();
+        // The reference rule: 120 s lifetime, buffer max(1, min(60, 12)) = 12 s.
+        assert_eq!(
+            refresh.duration_since(issued).unwrap(),
+            Duration::from_secs(108)
+        );
+        assert_eq!(
+            expires.duration_since(issued).unwrap(),
+            Duration::from_secs(120)
+        );
+        let env = sb.read(&format!("out/{name}/token.env")).unwrap();
+        assert!(
+            env.contains(&format!("ACCESS_TOKEN={raw}\n")) && env.contains("TOKEN_TYPE=Bearer\n"),
+            "{env}"
+        );
+        for (file, mode) in [
+            ("token", 0o640),
+            ("token.header", 0o600),
+            ("token.json", 0o640),
+            ("token.env", 0o640),
+        ] {
+            let m = std::fs::metadata(sb.path(&format!("out/{name}/{file}")))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(m, mode, "{name}/{file}");
+        }
+        tokens.push(raw);
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&sb.read("out/basic/token.json").unwrap()).unwrap();
+    assert_eq!(j["scope"], "read write");
+    assert!(sb.temp_files().is_empty(), "{:?}", sb.temp_files());
+    let mut secrets = tokens.clone();
+    secrets.extend([SPECIAL_SECRET.to_string(), "post-secret-value".to_string()]);
+    assert_no_leaks(&[("stderr", &err), ("stdout", &out)], &secrets);
+}
+
+#[test]
+fn the_reference_raw_basic_encoding_fails_against_a_conforming_server() {
+    // The reason we differ from the reference: its raw Basic encoding breaks on special characters.
+    let sb = Sandbox::new();
+    let Some(idp) = OidcServer::start(
+        sb.dir.path(),
+        json!({"port": 0, "ttl": 60, "clients": [{"client_id": "c", "client_secret": SPECIAL_SECRET, "auth": "client_secret_basic"}]}),
+    ) else {
+        return;
+    };
+    let d = sb.dir.path().display().to_string();
+    sb.write("secret", SPECIAL_SECRET);
+    let cfg = sb.write(
+        "c.yaml",
+        &format!(
+            "tokens:\n{}",
+            token_block(
+                "raw",
+                &idp.url,
+                "c",
+                &format!("{d}/secret"),
+                "client_secret_basic_raw",
+                "",
+                &format!("{d}/out")
+            )
+        ),
+    );
+    let started = Instant::now();
+    let (st, _out, err) = run_to_end(
+        &[
+            "once",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--timeout",
+            "20s",
+        ],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a permanent error must fail fast"
+    );
+    assert!(err.contains("token raw FAILED"), "{err}");
+    assert!(
+        err.contains("invalid_request") || err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(!sb.path("out/token").exists());
+    assert_no_leaks(&[("stderr", &err)], &[SPECIAL_SECRET.to_string()]);
+}
+
+fn simple_config(sb: &Sandbox, url: &str, extra: &str) -> std::path::PathBuf {
+    let d = sb.dir.path().display().to_string();
+    sb.write("secret", "the-client-secret\n");
+    sb.write(
+        "c.yaml",
+        &format!(
+            "refresh: {{min_backoff: 100ms, max_backoff: 1s}}\ntokens:\n  - name: svc\n    token_url: {url}\n    client_id: the-client\n    client_secret_file: {d}/secret\n{extra}    outputs:\n      - {{path: {d}/out/token.json, format: json}}\n      - {{path: {d}/out/token}}\n"
+        ),
+    )
+}
+
+#[test]
+fn once_sends_the_rfc_6749_request() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(Behavior::issue(3600));
+    server.accept_only(&[("the-client", "the-client-secret")]);
+    let cfg = simple_config(
+        &sb,
+        &server.url(),
+        "    scope: read write\n    audience: https://api.example\n    resource: [https://r1.example, https://r2.example]\n    params: {tenant: acme}\n",
+    );
+    let (st, out, err) = run_to_end(
+        &["once", "--config", cfg.to_str().unwrap()],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(
+        r.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(r.headers["accept"], "application/json");
+    assert_eq!(
+        r.headers["user-agent"],
+        format!("token-vendor/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(r.headers["authorization"].starts_with("Basic "));
+    assert_eq!(r.form["grant_type"], vec!["client_credentials"]);
+    assert_eq!(r.form["scope"], vec!["read write"]);
+    assert_eq!(r.form["audience"], vec!["https://api.example"]);
+    assert_eq!(
+        r.form["resource"],
+        vec!["https://r1.example", "https://r2.example"]
+    );
+    assert_eq!(r.form["tenant"], vec!["acme"]);
+    assert!(
+        !r.form.contains_key("client_secret"),
+        "Basic and post must never be sent together"
+    );
+    assert_eq!(sb.read("out/token").unwrap(), server.issued()[0]);
+    assert!(sb.temp_files().is_empty());
+}
+
+#[test]
+fn once_fails_fast_on_a_permanent_error_with_one_clear_line() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(Behavior::error(401, "invalid_client"));
+    let cfg = simple_config(&sb, &server.url(), "");
+    let started = Instant::now();
+    let (st, out, err) = run_to_end(
+        &[
+            "once",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--timeout",
+            "30s",
+        ],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.seen().len(), 1, "a permanent error is not retried");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("token-vendor: token svc FAILED"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(&server.url())
+            && line.contains("HTTP 401")
+            && line.contains("invalid_client"),
+        "{line}"
+    );
+    assert!(!sb.path("out/token").exists());
+    assert_no_leaks(&[("stderr", &err)], &["the-client-secret".to_string()]);
+}
+
+#[test]
+fn once_retries_transient_errors_then_succeeds() {
+    let sb = Sandbox::new();
+    let server = std::sync::Arc::new(TokenServer::start(Behavior::Respond {
+        status: 503,
+        content_type: "text/html".into(),
+        body: "<html><body>maintenance</body></html>".into(),
+        headers: vec![],
+    }));
+    let cfg = simple_config(&sb, &server.url(), "");
+    let s2 = server.clone();
+    let flip = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(20), "three failed attempts", || {
+            s2.seen().len() >= 3
+        });
+        s2.set(Behavior::issue(3600));
+    });
+    let (st, out, err) = run_to_end(
+        &[
+            "once",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--timeout",
+            "20s",
+        ],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(30),
+    );
+    flip.join().unwrap();
+    assert!(st.success(), "{out}\n{err}");
+    assert!(server.seen().len() >= 4);
+    assert!(
+        err.contains("the endpoint returned an HTML page") && !err.contains("maintenance"),
+        "{err}"
+    );
+    assert_eq!(sb.read("out/token").unwrap(), server.issued()[0]);
+}
+
+#[test]
+fn once_gives_up_at_the_timeout_naming_token_url_and_last_error() {
+    let sb = Sandbox::new();
+    let mut server = TokenServer::start(Behavior::issue(60));
+    let url = server.url();
+    server.down();
+    let cfg = simple_config(&sb, &url, "");
+    let started = Instant::now();
+    let (st, _out, err) = run_to_end(
+        &["once", "--config", cfg.to_str().unwrap(), "--timeout", "2s"],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    let took = started.elapsed();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| l.starts_with("token-vendor: token svc FAILED"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(&url) && lines[0].contains("could not connect"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn a_jwt_without_expires_in_uses_its_exp() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(Behavior::Issue {
+        expires_in: None,
+        token_type: "bearer".into(),
+        jwt_exp_in: Some(900),
+    });
+    let cfg = simple_config(&sb, &server.url(), "");
+    let (st, out, err) = run_to_end(
+        &["once", "--config", cfg.to_str().unwrap()],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    let j: serde_json::Value = serde_json::from_str(&sb.read("out/token.json").unwrap()).unwrap();
+    let lifetime = j["expires_in"].as_f64().unwrap();
+    assert!((897.0..=900.0).contains(&lifetime), "{lifetime}");
+}
+
+#[test]
+fn owner_and_group_are_applied_when_running_as_root() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(Behavior::issue(60));
+    let d = sb.dir.path().display().to_string();
+    let cfg = sb.write(
+        "c.yaml",
+        &format!("tokens:\n  - name: svc\n    token_url: {}\n    client_id: i\n    client_secret: s\n    outputs:\n      - {{path: {d}/out/token, uid: 65532, gid: 65532}}\n", server.url()),
+    );
+    let (st, out, err) = run_to_end(
+        &["once", "--config", cfg.to_str().unwrap()],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("!!! not root: chown to 65532 must fail cleanly instead !!!");
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(err.contains("set the owner"), "{err}");
+        return;
+    }
+    assert!(st.success(), "{out}\n{err}");
+    let m = std::fs::metadata(sb.path("out/token")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.permissions().mode() & 0o777),
+        (65532, 65532, 0o640)
+    );
+}
