@@ -44,6 +44,12 @@ struct ReloadLabels {
     result: ReloadResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ErrorLabels {
+    token: String,
+    kind: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type HistogramFamily = Family<TokenLabel, Histogram, fn() -> Histogram>;
 
@@ -53,6 +59,9 @@ pub struct Metrics {
     expiry: Family<TokenLabel, FloatGauge>,
     refresh_time: Family<TokenLabel, FloatGauge>,
     refresh_total: Family<RefreshLabels, Counter>,
+    refresh_errors: Family<ErrorLabels, Counter>,
+    /// The error series created so far, so `forget_token` can drop them.
+    error_series: std::sync::Mutex<std::collections::BTreeSet<ErrorLabels>>,
     refresh_duration: HistogramFamily,
     last_success: Family<TokenLabel, FloatGauge>,
     write_errors: Family<TokenLabel, Counter>,
@@ -96,6 +105,8 @@ impl Metrics {
             expiry: Family::default(),
             refresh_time: Family::default(),
             refresh_total: Family::default(),
+            refresh_errors: Family::default(),
+            error_series: Default::default(),
             refresh_duration: Family::new_with_constructor(duration_histogram),
             last_success: Family::default(),
             write_errors: Family::default(),
@@ -121,6 +132,11 @@ impl Metrics {
             "token_vendor_refresh",
             "Token requests by result",
             m.refresh_total.clone(),
+        );
+        registry.register(
+            "token_vendor_refresh_errors",
+            "Failed token requests and writes by error kind (the kind shown in /status last_error)",
+            m.refresh_errors.clone(),
         );
         registry.register(
             "token_vendor_refresh_duration_seconds",
@@ -162,6 +178,19 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts one failed refresh under its error kind.
+    pub fn refresh_error(&self, token: &str, kind: &str) {
+        let l = ErrorLabels {
+            token: token.to_string(),
+            kind: kind.to_string(),
+        };
+        self.refresh_errors.get_or_create(&l).inc();
+        self.error_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(l);
+    }
+
     pub fn success(&self, token: &str, at: SystemTime) {
         self.last_success
             .get_or_create(&label(token))
@@ -201,6 +230,17 @@ impl Metrics {
         self.refresh_duration.remove(&l);
         self.last_success.remove(&l);
         self.write_errors.remove(&l);
+        self.error_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|e| {
+                if e.token == token {
+                    self.refresh_errors.remove(e);
+                    false
+                } else {
+                    true
+                }
+            });
         for result in [
             RefreshResult::success,
             RefreshResult::transient_error,
@@ -234,5 +274,33 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+
+    #[test]
+    fn errors_are_counted_by_kind_and_forgotten_with_their_token() {
+        let m = Metrics::new();
+        let state = State::new(Clock::System);
+        m.register_token("a");
+        m.refresh_error("a", "timeout");
+        m.refresh_error("a", "timeout");
+        m.refresh_error("b", "invalid_client");
+        let text = m.encode(&state);
+        assert!(
+            text.contains("token_vendor_refresh_errors_total{token=\"a\",kind=\"timeout\"} 2"),
+            "{text}"
+        );
+        m.forget_token("a");
+        let text = m.encode(&state);
+        assert!(!text.contains("token=\"a\",kind"), "{text}");
+        assert!(
+            text.contains("token_vendor_refresh_errors_total{token=\"b\",kind=\"invalid_client\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -83,7 +83,7 @@ pub struct WriteError {
     pub source: io::Error,
 }
 
-const TMP_MARK: &str = ".tv-tmp-";
+pub const TMP_MARK: &str = ".tv-tmp-";
 
 /// Replaces `path` atomically: temp file in the same directory, write, mode and owner, fsync, rename, fsync the directory.
 pub fn write_atomic(

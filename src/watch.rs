@@ -24,6 +24,12 @@ pub fn watched_dirs(config_path: &Path, config: &Config) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+fn is_own_file(p: &Path) -> bool {
+    p.file_name().map(|n| n.to_string_lossy()).is_some_and(|n| {
+        n.contains(crate::output::TMP_MARK) || n.ends_with(crate::refresh::sink::STATE_SUFFIX)
+    })
+}
+
 /// A live watch; dropping it stops the events.
 pub struct DirWatch {
     watcher: Option<RecommendedWatcher>,
@@ -34,8 +40,11 @@ impl DirWatch {
     /// Starts watching; events arrive as `()` on `tx`. Failure to watch is logged, not fatal: the slow poll still runs.
     pub fn new(tx: mpsc::UnboundedSender<()>) -> DirWatch {
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
+            // Our own temporary and state files must not wake us, or a failing write would feed itself.
+            if let Ok(ev) = res {
+                if !ev.paths.iter().all(|p| is_own_file(p)) || ev.paths.is_empty() {
+                    let _ = tx.send(());
+                }
             }
         });
         let watcher = match watcher {

@@ -283,6 +283,7 @@ impl<V: Vend> Refresher<V> {
             },
             took,
         );
+        self.metrics.refresh_error(&self.name, error.kind.as_str());
         let remaining = self.remaining();
         let failure = if permanent {
             // A rotated secret may already be on disk: use it at once instead of waiting.

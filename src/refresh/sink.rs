@@ -20,13 +20,15 @@ pub struct Sink {
     fingerprint: String,
 }
 
+pub const STATE_SUFFIX: &str = ".tv-state";
+
 /// `.<first output name>.tv-state`, next to the first output, mode 0600.
 pub fn state_file_for(first_output: &Path) -> PathBuf {
     let name = first_output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    first_output.with_file_name(format!(".{name}.tv-state"))
+    first_output.with_file_name(format!(".{name}{STATE_SUFFIX}"))
 }
 
 impl Sink {
@@ -51,7 +53,7 @@ impl Sink {
     pub fn write(&self, token: &Token, only_if_changed: bool) -> Result<(), WriteError> {
         for o in &self.outputs {
             let bytes = render(o.format, token);
-            if only_if_changed && same_file(&o.path, &bytes, o.mode) {
+            if only_if_changed && same_file(&o.path, &bytes, o.mode, o.uid, o.gid) {
                 continue;
             }
             write_atomic(&o.path, &bytes, o.mode, o.uid, o.gid)?;
@@ -61,7 +63,7 @@ impl Sink {
             token,
             Some(self.fingerprint.clone()),
         ));
-        if only_if_changed && same_file(&self.state_file, &record, 0o600) {
+        if only_if_changed && same_file(&self.state_file, &record, 0o600, first.uid, first.gid) {
             return Ok(());
         }
         write_atomic(&self.state_file, &record, 0o600, first.uid, first.gid)
@@ -101,11 +103,14 @@ impl Sink {
     }
 }
 
-fn same_file(path: &Path, bytes: &[u8], mode: u32) -> bool {
+fn same_file(path: &Path, bytes: &[u8], mode: u32, uid: Option<u32>, gid: Option<u32>) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
     meta.len() == bytes.len() as u64
         && meta.permissions().mode() & 0o7777 == mode
+        && uid.is_none_or(|u| u == meta.uid())
+        && gid.is_none_or(|g| g == meta.gid())
         && std::fs::read(path).is_ok_and(|b| b == bytes)
 }

@@ -8,7 +8,13 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-fn daemon_config(sb: &Sandbox, url: &str, secret_line: &str, refresh: &str, extra: &str) -> std::path::PathBuf {
+fn daemon_config(
+    sb: &Sandbox,
+    url: &str,
+    secret_line: &str,
+    refresh: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let d = sb.dir.path().display().to_string();
     sb.write(
         "config.yaml",
@@ -63,12 +69,18 @@ fn refreshes_before_every_refresh_time_against_oidc_provider_and_readiness_never
         return;
     };
     sb.write("secret", secret);
-    let cfg = daemon_config(&sb, &idp.url, &format!("client_secret_file: {}/secret", sb.dir.path().display()), "", "");
+    let cfg = daemon_config(
+        &sb,
+        &idp.url,
+        &format!("client_secret_file: {}/secret", sb.dir.path().display()),
+        "",
+        "",
+    );
     let mut p = Proc::run(&cfg);
     wait_until(Duration::from_secs(10), "first token", || p.ready());
     let first = json_token(&sb).unwrap();
 
-    let mut rd = reader(&sb.path("out/token"), 14.0);
+    let rd = reader(&sb.path("out/token"), 14.0);
     let started = Instant::now();
     let mut refreshes: Vec<serde_json::Value> = vec![first];
     let mut not_ready = 0;
@@ -80,40 +92,88 @@ fn refreshes_before_every_refresh_time_against_oidc_provider_and_readiness_never
             let last = refreshes.last().unwrap();
             if j["access_token"] != last["access_token"] {
                 // The new token arrived before the previous one's refresh_time.
-                let prev_refresh = humantime::parse_rfc3339(last["refresh_time"].as_str().unwrap()).unwrap();
+                let prev_refresh =
+                    humantime::parse_rfc3339(last["refresh_time"].as_str().unwrap()).unwrap();
                 let issued = humantime::parse_rfc3339(j["issued_at"].as_str().unwrap()).unwrap();
-                assert!(issued < prev_refresh, "refresh came after the previous refresh_time: {last} -> {j}");
+                assert!(
+                    issued < prev_refresh,
+                    "refresh came after the previous refresh_time: {last} -> {j}"
+                );
                 refreshes.push(j);
             }
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    assert_eq!(not_ready, 0, "/readyz must stay 200 throughout\n{}", p.describe());
-    assert!(refreshes.len() >= 4, "expected several refreshes in 14 s of 6 s tokens, got {}", refreshes.len());
+    assert_eq!(
+        not_ready,
+        0,
+        "/readyz must stay 200 throughout\n{}",
+        p.describe()
+    );
+    assert!(
+        refreshes.len() >= 4,
+        "expected several refreshes in 14 s of 6 s tokens, got {}",
+        refreshes.len()
+    );
 
     let out = rd.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains("EMPTY") && !text.contains("MISSING"), "the reader saw a missing or empty file:\n{text}");
-    let read_tokens: BTreeSet<&str> = text.lines().filter_map(|l| l.strip_prefix("TOKEN ")).collect();
-    let written: BTreeSet<String> = refreshes.iter().map(|j| j["access_token"].as_str().unwrap().to_string()).collect();
+    assert!(
+        !text.contains("EMPTY") && !text.contains("MISSING"),
+        "the reader saw a missing or empty file:\n{text}"
+    );
+    let read_tokens: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("TOKEN "))
+        .collect();
+    let written: BTreeSet<String> = refreshes
+        .iter()
+        .map(|j| j["access_token"].as_str().unwrap().to_string())
+        .collect();
     for t in &read_tokens {
-        assert!(written.contains(*t) || t.len() == 43, "the reader saw a partial token {t:?}");
+        assert!(
+            written.contains(*t) || t.len() == 43,
+            "the reader saw a partial token {t:?}"
+        );
     }
-    let reads: u64 = text.lines().find_map(|l| l.strip_prefix("READS ")).unwrap().trim().parse().unwrap();
-    assert!(reads > 1000, "the reader did not read in a tight loop ({reads})");
+    let reads: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("READS "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        reads > 1000,
+        "the reader did not read in a tight loop ({reads})"
+    );
     let mut secrets: Vec<String> = written.into_iter().collect();
     secrets.push(secret.to_string());
     let status = p.get("/status").1;
     let metrics = p.get("/metrics").1;
     let readyz = p.get("/readyz").1;
-    assert_no_leaks(&[("log", &p.logs()), ("/status", &status), ("/metrics", &metrics), ("/readyz", &readyz)], &secrets);
+    assert_no_leaks(
+        &[
+            ("log", &p.logs()),
+            ("/status", &status),
+            ("/metrics", &metrics),
+            ("/readyz", &readyz),
+        ],
+        &secrets,
+    );
 }
 
 #[test]
 fn outage_readiness_drops_at_refresh_time_and_returns_after_recovery() {
     let sb = Sandbox::new();
     let mut server = TokenServer::start(Behavior::issue(4));
-    let cfg = daemon_config(&sb, &server.url(), "client_secret: inline-secret-value", "refresh: {min_backoff: 100ms, max_backoff: 1s}\n", "");
+    let cfg = daemon_config(
+        &sb,
+        &server.url(),
+        "client_secret: inline-secret-value",
+        "refresh: {min_backoff: 100ms, max_backoff: 1s}\n",
+        "",
+    );
     let mut p = Proc::run(&cfg);
     wait_until(Duration::from_secs(10), "first token", || p.ready());
     let j = json_token(&sb).unwrap();
@@ -122,22 +182,44 @@ fn outage_readiness_drops_at_refresh_time_and_returns_after_recovery() {
     let refresh_time = humantime::parse_rfc3339(j["refresh_time"].as_str().unwrap()).unwrap();
     // Ready while valid() holds ...
     while std::time::SystemTime::now() + Duration::from_millis(150) < refresh_time {
-        assert!(p.ready(), "must stay ready until refresh_time\n{}", p.describe());
+        assert!(
+            p.ready(),
+            "must stay ready until refresh_time\n{}",
+            p.describe()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // ... and not ready once refresh_time has passed.
-    wait_until(Duration::from_millis(600), "readiness to drop at refresh_time", || !p.ready());
+    wait_until(
+        Duration::from_millis(600),
+        "readiness to drop at refresh_time",
+        || !p.ready(),
+    );
     assert!(std::time::SystemTime::now() >= refresh_time);
-    assert_eq!(sb.read("out/token").unwrap(), before, "the file must be untouched during the outage");
+    assert_eq!(
+        sb.read("out/token").unwrap(),
+        before,
+        "the file must be untouched during the outage"
+    );
     let (code, body) = p.get("/readyz");
     assert_eq!(code, 503);
     assert!(body.contains("network"), "{body}");
-    assert_eq!(p.get("/livez").0, 200, "liveness never depends on the token server");
+    assert_eq!(
+        p.get("/livez").0,
+        200,
+        "liveness never depends on the token server"
+    );
 
     server.up();
     let back = Instant::now();
-    wait_until(Duration::from_secs(3), "a new token after recovery", || p.ready());
-    assert!(back.elapsed() <= Duration::from_millis(1500), "took {:?} (max_backoff is 1 s)", back.elapsed());
+    wait_until(Duration::from_secs(3), "a new token after recovery", || {
+        p.ready()
+    });
+    assert!(
+        back.elapsed() <= Duration::from_millis(1500),
+        "took {:?} (max_backoff is 1 s)",
+        back.elapsed()
+    );
     assert_ne!(sb.read("out/token").unwrap(), before);
     let status: serde_json::Value = serde_json::from_str(&p.get("/status").1).unwrap();
     assert_eq!(status["tokens"][0]["consecutive_failures"], 0);
@@ -156,7 +238,10 @@ fn a_kubernetes_style_secret_rotation_is_used_without_a_restart() {
     let cfg = daemon_config(
         &sb,
         &server.url(),
-        &format!("client_secret_file: {}/client_secret", secrets_dir.display()),
+        &format!(
+            "client_secret_file: {}/client_secret",
+            secrets_dir.display()
+        ),
         "refresh: {min_backoff: 100ms, max_backoff: 30s}\n",
         "",
     );
@@ -166,23 +251,45 @@ fn a_kubernetes_style_secret_rotation_is_used_without_a_restart() {
     // The provider rotates: the old secret is revoked before the new one reaches the volume.
     server.accept_only(&[("the-client", "new-secret-2")]);
     let n = server.seen().len();
-    wait_until(Duration::from_secs(10), "a refused refresh with the old secret", || {
-        server.seen().len() > n && server.seen().last().unwrap().client_secret.as_deref() == Some("old-secret-1")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "a refused refresh with the old secret",
+        || {
+            server.seen().len() > n
+                && server.seen().last().unwrap().client_secret.as_deref() == Some("old-secret-1")
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let failures_before = server.seen().len();
     // The kubelet swaps ..data; the watcher sees it and the refresher retries at once instead of waiting max_backoff (30 s).
     k8s_secret_update(&secrets_dir, &[("client_secret", "new-secret-2\n")]);
     let swapped = Instant::now();
     let issued = server.issued().len();
-    wait_until(Duration::from_secs(5), "a token vended with the rotated secret", || server.issued().len() > issued);
-    assert!(swapped.elapsed() < Duration::from_secs(3), "{:?}", swapped.elapsed());
-    assert_eq!(server.seen().last().unwrap().client_secret.as_deref(), Some("new-secret-2"));
-    assert!(server.seen().len() - failures_before <= 2, "permanent errors must not be retried in a loop");
+    wait_until(
+        Duration::from_secs(5),
+        "a token vended with the rotated secret",
+        || server.issued().len() > issued,
+    );
+    assert!(
+        swapped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        swapped.elapsed()
+    );
+    assert_eq!(
+        server.seen().last().unwrap().client_secret.as_deref(),
+        Some("new-secret-2")
+    );
+    assert!(
+        server.seen().len() - failures_before <= 2,
+        "permanent errors must not be retried in a loop"
+    );
     wait_until(Duration::from_secs(5), "ready again", || p.ready());
     let mut secrets = server.issued();
     secrets.extend(["old-secret-1".to_string(), "new-secret-2".to_string()]);
-    assert_no_leaks(&[("log", &p.logs()), ("/status", &p.get("/status").1)], &secrets);
+    assert_no_leaks(
+        &[("log", &p.logs()), ("/status", &p.get("/status").1)],
+        &secrets,
+    );
 }
 
 #[test]
@@ -198,11 +305,19 @@ fn a_warm_restart_is_ready_at_once_without_a_token_request() {
     assert_eq!(server.seen().len(), 1);
 
     let mut p2 = Proc::run(&cfg);
-    assert!(p2.ready(), "a restarted sidecar with a valid token on disk is ready at once\n{}", p2.describe());
+    assert!(
+        p2.ready(),
+        "a restarted sidecar with a valid token on disk is ready at once\n{}",
+        p2.describe()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.seen().len(), 1, "no token request on a warm start");
     assert_eq!(sb.read("out/token").unwrap(), token);
-    assert!(p2.logs().contains("adopted the still-valid token"), "{}", p2.describe());
+    assert!(
+        p2.logs().contains("adopted the still-valid token"),
+        "{}",
+        p2.describe()
+    );
     assert!(sb.temp_files().is_empty());
 }
 
@@ -211,13 +326,21 @@ fn sigterm_exits_zero_within_two_seconds_and_keeps_or_removes_files() {
     for (on_exit, kept) in [("keep", true), ("remove", false)] {
         let sb = Sandbox::new();
         let server = TokenServer::start(Behavior::issue(600));
-        let cfg = daemon_config(&sb, &server.url(), "client_secret: s", "", &format!("on_exit: {on_exit}\n"));
+        let cfg = daemon_config(
+            &sb,
+            &server.url(),
+            "client_secret: s",
+            "",
+            &format!("on_exit: {on_exit}\n"),
+        );
         let mut p = Proc::run(&cfg);
         wait_until(Duration::from_secs(10), "first token", || p.ready());
         let token = sb.read("out/token").unwrap();
         let t = Instant::now();
         p.signal("TERM");
-        let st = p.wait_exit(Duration::from_secs(2)).unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
+        let st = p
+            .wait_exit(Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
         assert!(st.success(), "{}", p.describe());
         assert!(t.elapsed() < Duration::from_secs(2));
         assert_eq!(sb.read("out/token").is_some(), kept, "on_exit: {on_exit}");
@@ -234,13 +357,17 @@ fn sigterm_during_a_hanging_request_still_exits_promptly() {
     let server = TokenServer::start(Behavior::Hang);
     let cfg = daemon_config(&sb, &server.url(), "client_secret: s", "", "");
     let mut p = Proc::run(&cfg);
-    wait_until(Duration::from_secs(5), "the request to hang", || !server.seen().is_empty());
+    wait_until(Duration::from_secs(5), "the request to hang", || {
+        !server.seen().is_empty()
+    });
     // The admin server answers while a token request hangs.
     assert_eq!(p.get("/livez").0, 200);
     assert_eq!(p.get("/readyz").0, 503);
     let t = Instant::now();
     p.signal("TERM");
-    let st = p.wait_exit(Duration::from_secs(2)).unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
+    let st = p
+        .wait_exit(Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
     assert!(st.success() && t.elapsed() < Duration::from_secs(2));
 }
 
@@ -254,15 +381,32 @@ fn reload_applies_a_good_config_and_rejects_a_bad_one() {
     let good = std::fs::read_to_string(&cfg).unwrap();
 
     // A config with an unknown key: rejected with its key path, once; the old config keeps running.
-    std::fs::write(&cfg, good.replace("  - name: svc\n", "  - name: svc\n    scopes: typo\n")).unwrap();
-    wait_until(Duration::from_secs(5), "the reload error", || p.logs().contains("new config rejected"));
+    std::fs::write(
+        &cfg,
+        good.replace("  - name: svc\n", "  - name: svc\n    scopes: typo\n"),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(5), "the reload error", || {
+        p.logs().contains("new config rejected")
+    });
     p.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
-    let rejections: Vec<_> = p.log_lines().into_iter().filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("new config rejected"))).collect();
+    let rejections: Vec<_> = p
+        .log_lines()
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("new config rejected"))
+        })
+        .collect();
     assert_eq!(rejections.len(), 1, "logged once\n{}", p.describe());
     assert_eq!(rejections[0]["key"], "tokens[0].scopes");
     assert!(p.ready());
-    assert!(p.get("/metrics").1.contains("token_vendor_config_reloads_total{result=\"error\"} 1"));
+    assert!(p
+        .get("/metrics")
+        .1
+        .contains("token_vendor_config_reloads_total{result=\"error\"} 1"));
 
     // A good change: a second token appears without a restart, the first keeps its token.
     let d = sb.dir.path().display().to_string();
@@ -272,12 +416,21 @@ fn reload_applies_a_good_config_and_rejects_a_bad_one() {
         format!("{good}  - name: second\n    token_url: {}\n    client_id: c2\n    client_secret: s2\n    outputs: [{{path: {d}/out2/token}}]\n", server.url()),
     )
     .unwrap();
-    wait_until(Duration::from_secs(5), "the second token", || sb.read("out2/token").is_some());
+    wait_until(Duration::from_secs(5), "the second token", || {
+        sb.read("out2/token").is_some()
+    });
     wait_until(Duration::from_secs(5), "ready with both", || p.ready());
-    assert_eq!(sb.read("out/token").unwrap(), token_before, "an unchanged token is not re-vended");
+    assert_eq!(
+        sb.read("out/token").unwrap(),
+        token_before,
+        "an unchanged token is not re-vended"
+    );
     let (_, readyz) = p.get("/readyz");
     assert!(readyz.contains("\"second\":{\"ready\":true}"), "{readyz}");
-    assert!(p.get("/metrics").1.contains("token_vendor_config_reloads_total{result=\"success\"} 1"));
+    assert!(p
+        .get("/metrics")
+        .1
+        .contains("token_vendor_config_reloads_total{result=\"success\"} 1"));
 }
 
 #[test]
@@ -302,10 +455,26 @@ fn metrics_status_and_unknown_paths() {
     }
     let s: serde_json::Value = serde_json::from_str(&p.get("/status").1).unwrap();
     let t = &s["tokens"][0];
-    for k in ["name", "ready", "issued_at", "refresh_time", "expires_at", "next_refresh", "consecutive_failures", "last_error"] {
+    for k in [
+        "name",
+        "ready",
+        "issued_at",
+        "refresh_time",
+        "expires_at",
+        "next_refresh",
+        "consecutive_failures",
+        "last_error",
+    ] {
         assert!(t.get(k).is_some(), "{k} missing from /status: {t}");
     }
     assert_eq!(p.get("/nope").0, 404);
     assert_eq!(p.get("/livez").0, 200);
-    assert_no_leaks(&[("/metrics", &m), ("/status", &s.to_string()), ("log", &p.logs())], &server.issued());
+    assert_no_leaks(
+        &[
+            ("/metrics", &m),
+            ("/status", &s.to_string()),
+            ("log", &p.logs()),
+        ],
+        &server.issued(),
+    );
 }
