@@ -103,9 +103,15 @@ fn once_result(result: Result<Vec<app::OnceFailure>, String>) -> ExitCode {
         Ok(failures) if failures.is_empty() => ExitCode::SUCCESS,
         Ok(failures) => {
             for f in failures {
+                // Most errors already name the token URL; say it once either way.
+                let at = if f.error.contains(&f.url) {
+                    String::new()
+                } else {
+                    format!(" ({})", f.url)
+                };
                 eprintln!(
-                    "token-vendor: token {} FAILED after {} attempt(s) at {}: {}",
-                    f.token, f.attempts, f.url, f.error
+                    "token-vendor: token {} FAILED after {} attempt(s): {}{at}",
+                    f.token, f.attempts, f.error
                 );
             }
             ExitCode::from(EXIT_RUNTIME)

@@ -398,3 +398,143 @@ fn owner_and_group_are_applied_when_running_as_root() {
         (65532, 65532, 0o640)
     );
 }
+
+#[test]
+fn every_error_case_gives_one_clear_line_and_no_file() {
+    let html = |status: u16| Behavior::Respond {
+        status,
+        content_type: "text/html".into(),
+        body: "<!DOCTYPE html><html><body>secret-looking login page</body></html>".into(),
+        headers: vec![],
+    };
+    let json_body = |status: u16, body: &str| Behavior::Respond {
+        status,
+        content_type: "application/json".into(),
+        body: body.into(),
+        headers: vec![],
+    };
+    // (behavior, permanent, what the line must say)
+    let cases: Vec<(Behavior, bool, &str)> = vec![
+        (
+            Behavior::error(401, "invalid_client"),
+            true,
+            "HTTP 401 Unauthorized: scripted invalid_client (invalid_client)",
+        ),
+        (
+            Behavior::error(400, "invalid_scope"),
+            true,
+            "HTTP 400 Bad Request: scripted invalid_scope (invalid_scope)",
+        ),
+        (
+            Behavior::error(400, "unauthorized_client"),
+            true,
+            "unauthorized_client",
+        ),
+        (
+            Behavior::error(400, "unsupported_grant_type"),
+            true,
+            "unsupported_grant_type",
+        ),
+        (
+            json_body(403, r#"{"message":"forbidden by policy"}"#),
+            true,
+            "HTTP 403 Forbidden: forbidden by policy (client_error)",
+        ),
+        (
+            json_body(400, r#"{"error":{"message":"nested detail"}}"#),
+            true,
+            "nested detail",
+        ),
+        (
+            html(500),
+            false,
+            "HTTP 500 Internal Server Error: the endpoint returned an HTML page",
+        ),
+        (
+            html(200),
+            false,
+            "the endpoint returned an HTML page instead of a token",
+        ),
+        (json_body(429, "{}"), false, "HTTP 429 Too Many Requests"),
+        (
+            json_body(400, r#"{"error":"temporarily_unavailable"}"#),
+            false,
+            "temporarily_unavailable",
+        ),
+        (
+            json_body(200, r#"{"access_token":"abc","token_type":"Bearer","expi"#),
+            false,
+            "failed to parse the token response: the JSON ends early",
+        ),
+        (
+            json_body(
+                200,
+                r#"{"access_token":"abc","token_type":"mac","expires_in":60}"#,
+            ),
+            false,
+            "token_type \"mac\"; only Bearer tokens are supported",
+        ),
+        (
+            Behavior::Huge(10 << 20),
+            false,
+            "larger than 64 KiB; refused",
+        ),
+        (Behavior::ResetMidBody, false, "the connection failed"),
+    ];
+    let handles: Vec<_> = cases
+        .into_iter()
+        .map(|(behavior, permanent, want)| {
+            std::thread::spawn(move || {
+                let sb = Sandbox::new();
+                let server = TokenServer::start(behavior.clone());
+                let cfg = simple_config(&sb, &server.url(), "");
+                let started = Instant::now();
+                let (st, _out, err) = run_to_end(
+                    &[
+                        "once",
+                        "--config",
+                        cfg.to_str().unwrap(),
+                        "--timeout",
+                        "1500ms",
+                    ],
+                    sb.dir.path(),
+                    &[],
+                    Duration::from_secs(20),
+                );
+                let took = started.elapsed();
+                assert_eq!(st.code(), Some(1), "{behavior:?}: {err}");
+                let lines: Vec<_> = err
+                    .lines()
+                    .filter(|l| l.starts_with("token-vendor: token svc FAILED"))
+                    .collect();
+                assert_eq!(lines.len(), 1, "{behavior:?}: {err}");
+                assert!(
+                    lines[0].contains(want) && lines[0].contains(&server.url()),
+                    "{behavior:?}: want {want:?} in {}",
+                    lines[0]
+                );
+                if permanent {
+                    assert_eq!(
+                        server.seen().len(),
+                        1,
+                        "{behavior:?}: a permanent error is not retried"
+                    );
+                    assert!(took < Duration::from_secs(3), "{behavior:?}: {took:?}");
+                } else {
+                    assert!(
+                        server.seen().len() >= 2,
+                        "{behavior:?}: a transient error is retried"
+                    );
+                }
+                assert!(
+                    !err.contains("secret-looking") && !err.contains("the-client-secret"),
+                    "{err}"
+                );
+                assert!(!sb.path("out/token").exists() && sb.temp_files().is_empty());
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
