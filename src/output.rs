@@ -102,11 +102,7 @@ pub fn write_atomic(
     };
     let dir = parent(path);
     if !dir.as_os_str().is_empty() && !dir.is_dir() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(err("create the directory"))?;
+        create_dirs(dir, uid, gid).map_err(err("create the directory"))?;
     }
     let name = path
         .file_name()
@@ -144,6 +140,26 @@ pub fn write_atomic(
         dir
     }) {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Creates the missing directories of `dir` with mode 0750, owned like the file, so its group can enter them.
+fn create_dirs(dir: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o750).create(d) {
+            Ok(()) => {
+                if uid.is_some() || gid.is_some() {
+                    std::os::unix::fs::chown(d, uid, gid)?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -162,8 +162,9 @@ def http_probe(port, path, timeout):
         return False, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
 
 
-def run_probe(proc, probe, port, what):
-    """Polls like the kubelet until success or failureThreshold failures. Returns bool."""
+def run_probe(proc, probe, port, what, max_wait):
+    """Polls like the kubelet until success or failureThreshold failures. Returns bool.
+    Gives up after max_wait seconds even if the rendered budget is longer (said so)."""
     path = probe["httpGet"]["path"]
     period = probe.get("periodSeconds", 10)
     timeout = probe.get("timeoutSeconds", 1)
@@ -181,6 +182,11 @@ def run_probe(proc, probe, port, what):
                  f"(GET {path}, period {period}s, failureThreshold {threshold})")
             return True
         failures += 1
+        if time.monotonic() - start > max_wait:
+            problem(f"{what} still failing after {failures} probes in {max_wait} s (last: {detail}); the rendered "
+                    f"budget is {threshold} x {period} s, but a local token server answers in milliseconds, "
+                    f"so this run gives up earlier\n{tail(proc)}")
+            return False
         if failures >= threshold:
             problem(f"{what} failed {failures} times (last: {detail}); the kubelet would restart the sidecar\n{tail(proc)}")
             return False
@@ -207,6 +213,10 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--oidc-server", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--max-wait", type=float, default=30.0,
+                    help="give up on a probe after this many seconds (the local token server is fast)")
+    ap.add_argument("--token-host", default="127.0.0.1",
+                    help="host name in the token URL (localhost: the binary resolves a name)")
     args = ap.parse_args()
     try:
         run(args)
@@ -335,6 +345,7 @@ def run(args):
     if token_url is None:
         problem(f"oidc-server did not print READY within 30 s\n{tail(server)}")
         return
+    token_url = token_url.replace("//127.0.0.1:", f"//{args.token_host}:", 1)
     note(f"token server {token_url}")
     for t in cfg["tokens"]:
         t.pop("base_url", None)
@@ -373,7 +384,7 @@ def run(args):
 
     tv = spawn(tv_argv(sidecar), "sidecar", logs, tv_uid, tv_gid, groups, env)
     if native:
-        if not run_probe(tv, sidecar["startupProbe"], port, "startupProbe"):
+        if not run_probe(tv, sidecar["startupProbe"], port, "startupProbe", args.max_wait):
             return
     # The app starts now (native: after the startup probe; classic: after the init container).
     outputs = [(t, o) for t in cfg["tokens"] for o in t["outputs"]]
@@ -421,7 +432,7 @@ def run(args):
 
     if not native:
         probe = dict(sidecar["readinessProbe"], failureThreshold=30, periodSeconds=1)
-        run_probe(tv, probe, port, "readinessProbe (polled every 1 s, up to 30)")
+        run_probe(tv, probe, port, "readinessProbe (polled every 1 s, up to 30)", args.max_wait)
     else:
         ok, detail = http_probe(port, sidecar["readinessProbe"]["httpGet"]["path"], 1)
         if not ok:

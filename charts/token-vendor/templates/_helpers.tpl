@@ -1,0 +1,459 @@
+{{/*
+Named templates of the token-vendor chart.
+
+Public (for app charts that add the sidecar to their own pod spec; see README.md):
+  token-vendor.sidecar             the long-running token-vendor container (a list item)
+  token-vendor.volumes             the pod volumes: tokens (in-memory emptyDir), config, credentials
+  token-vendor.appVolumeMounts     the read-only token mount for an app container (a list item)
+  token-vendor.config              the token-vendor config YAML (the ConfigMap's config.yaml)
+  token-vendor.initContainers      native: the sidecar; classic: the "once" init container
+  token-vendor.containers          native: nothing; classic: the sidecar
+  token-vendor.initContainer       classic: the "once" init container; native: nothing
+  token-vendor.podSecurityContext  the pod securityContext (fsGroup is the token files' group)
+
+Each public template takes one argument, any of:
+  .                                 inside this chart
+  .                                 in a parent chart that has token-vendor as a dependency
+                                    (values under .Values.token-vendor)
+  (dict "root" . "subchart" "x")    in a parent chart that uses the alias "x" for it
+  (dict "root" . "values" V)         values V given explicitly (set image.tag then)
+*/}}
+
+{{/*
+token-vendor.resolve: fills the dict (second list element) with root, values and names
+resolved from the argument (first list element). Prints nothing.
+*/}}
+{{- define "token-vendor.resolve" -}}
+{{- $arg := index . 0 -}}
+{{- $ctx := index . 1 -}}
+{{- $root := $arg -}}
+{{- $values := dict -}}
+{{- if hasKey $arg "root" -}}
+{{- $root = $arg.root -}}
+{{- end -}}
+{{- $subchart := "token-vendor" -}}
+{{- if hasKey $arg "subchart" -}}
+{{- $subchart = $arg.subchart -}}
+{{- end -}}
+{{- $self := false -}}
+{{- if and (hasKey $arg "root") (hasKey $arg "values") -}}
+{{- $values = $arg.values -}}
+{{- else if hasKey $root.Values $subchart -}}
+{{- $values = index $root.Values $subchart -}}
+{{- else -}}
+{{- $values = $root.Values -}}
+{{- $self = true -}}
+{{- end -}}
+{{- $name := default "token-vendor" $values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- $fullname := "" -}}
+{{- if $values.fullnameOverride -}}
+{{- $fullname = $values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains $name $root.Release.Name -}}
+{{- $fullname = $root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $fullname = printf "%s-%s" $root.Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- $_ := set $ctx "root" $root -}}
+{{- $_ = set $ctx "self" $self -}}
+{{- $_ = set $ctx "subchart" $subchart -}}
+{{- $_ = set $ctx "values" $values -}}
+{{- $_ = set $ctx "name" $name -}}
+{{- $_ = set $ctx "fullname" $fullname -}}
+{{- $_ = set $ctx "configMapName" (printf "%s-config" $fullname | trunc 63 | trimSuffix "-") -}}
+{{- $secretName := $values.existingSecret -}}
+{{- if not $secretName -}}
+{{- $secretName = printf "%s-credentials" $fullname | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- $_ = set $ctx "secretName" $secretName -}}
+{{- $listen := $values.config.listen | toString -}}
+{{- $port := regexFind "[0-9]+$" $listen -}}
+{{- if or (not $port) (not (regexMatch "^(\\[[0-9a-fA-F:.]*\\]|[0-9.]+|[A-Za-z0-9.-]*):[0-9]{1,5}$" $listen)) -}}
+{{- fail (printf "config.listen %q is not HOST:PORT" $listen) -}}
+{{- end -}}
+{{- $_ = set $ctx "port" ($port | int) -}}
+{{- end -}}
+
+{{/* Chart name. */}}
+{{- define "token-vendor.name" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $ctx.name -}}
+{{- end -}}
+
+{{/* Full name: "<release>-token-vendor" unless overridden. */}}
+{{- define "token-vendor.fullname" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $ctx.fullname -}}
+{{- end -}}
+
+{{/* Name of the ConfigMap holding config.yaml. */}}
+{{- define "token-vendor.configMapName" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $ctx.configMapName -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the credentials (the chart's or existingSecret). */}}
+{{- define "token-vendor.secretName" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $ctx.secretName -}}
+{{- end -}}
+
+{{/* Port of config.listen (probes, containerPort, metrics Service). */}}
+{{- define "token-vendor.port" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $ctx.port -}}
+{{- end -}}
+
+{{/* Common labels (this chart's own resources). */}}
+{{- define "token-vendor.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "token-vendor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels. */}}
+{{- define "token-vendor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "token-vendor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Image reference: repository[:tag][@digest]. */}}
+{{- define "token-vendor.image" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $img := $ctx.values.image -}}
+{{- $tag := $img.tag -}}
+{{- if not $tag -}}
+{{- if $ctx.self -}}
+{{- $tag = $ctx.root.Chart.AppVersion -}}
+{{- else -}}
+{{- $sub := index (default (dict) $ctx.root.Subcharts) $ctx.subchart -}}
+{{- if not $sub -}}
+{{- fail (printf "token-vendor: no subchart %q to take the image tag from: set image.tag" $ctx.subchart) -}}
+{{- end -}}
+{{- $tag = $sub.Chart.AppVersion -}}
+{{- end -}}
+{{- end -}}
+{{- if $img.digest -}}
+{{- printf "%s:%s@%s" $img.repository $tag $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret volume holding one token's credentials. */}}
+{{- define "token-vendor.credentialsVolumeName" -}}
+{{- printf "tv-cred-%s" . | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+token-vendor.validate: fails on inconsistent values that the schema cannot express.
+*/}}
+{{- define "token-vendor.validate" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+{{- if and (eq $v.sidecar.mode "native") (semverCompare "<1.29.0-0" $ctx.root.Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "sidecar.mode=native needs Kubernetes 1.29+ (native sidecars); this cluster is %s: set sidecar.mode=classic" $ctx.root.Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- if not $v.tokens -}}
+{{- fail "tokens: at least one token is required" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $t := $v.tokens -}}
+{{- if hasKey $seen $t.name -}}
+{{- fail (printf "tokens[%d].name %q is used twice" $i $t.name) -}}
+{{- end -}}
+{{- $_ := set $seen $t.name true -}}
+{{- if eq (empty $t.tokenUrl) (empty $t.baseUrl) -}}
+{{- fail (printf "tokens[%d] (%s): set exactly one of tokenUrl and baseUrl" $i $t.name) -}}
+{{- end -}}
+{{- if $v.existingSecret -}}
+{{- if or $t.clientId $t.clientSecret -}}
+{{- fail (printf "tokens[%d] (%s): clientId/clientSecret are not used with existingSecret %q: remove them (the Secret's keys %s and %s are read)" $i $t.name $v.existingSecret (default (printf "%s.client_id" $t.name) $t.clientIdKey) (default (printf "%s.client_secret" $t.name) $t.clientSecretKey)) -}}
+{{- end -}}
+{{- else -}}
+{{- if or (not $t.clientId) (not $t.clientSecret) -}}
+{{- fail (printf "tokens[%d] (%s): clientId and clientSecret are required unless existingSecret is set" $i $t.name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.config: the token-vendor config YAML. Credentials are referenced as files
+mounted from the Secret, outputs go to the token volume with mode outputMode and the
+pod's fsGroup as group.
+*/}}
+{{- define "token-vendor.config" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+{{- $c := $v.config -}}
+listen: {{ $c.listen | toString | toJson }}
+log:
+  format: {{ $c.log.format | toJson }}
+  level: {{ $c.log.level | toJson }}
+refresh:
+  window: {{ $c.refresh.window | toJson }}
+  min_backoff: {{ $c.refresh.minBackoff | toJson }}
+  max_backoff: {{ $c.refresh.maxBackoff | toJson }}
+reload:
+  poll_interval: {{ $c.reload.pollInterval | toJson }}
+on_exit: {{ $c.onExit | toJson }}
+tokens:
+{{- range $t := $v.tokens }}
+  - name: {{ $t.name | toJson }}
+    {{- if $t.tokenUrl }}
+    token_url: {{ $t.tokenUrl | toJson }}
+    {{- else }}
+    base_url: {{ $t.baseUrl | toJson }}
+    {{- end }}
+    client_id_file: {{ printf "%s/%s/client_id" (trimSuffix "/" $v.credentialsPath) $t.name | toJson }}
+    client_secret_file: {{ printf "%s/%s/client_secret" (trimSuffix "/" $v.credentialsPath) $t.name | toJson }}
+    auth_method: {{ default "client_secret_basic" $t.authMethod | toJson }}
+    {{- with $t.scope }}
+    scope: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.audience }}
+    audience: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.resource }}
+    resource: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.params }}
+    params: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.defaultLifetime }}
+    default_lifetime: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.http }}
+    http:
+      {{- with .timeout }}
+      timeout: {{ . | toJson }}
+      {{- end }}
+      {{- with .connectTimeout }}
+      connect_timeout: {{ . | toJson }}
+      {{- end }}
+      {{- with .caFile }}
+      ca_file: {{ . | toJson }}
+      {{- end }}
+      {{- with .clientCertFile }}
+      client_cert_file: {{ . | toJson }}
+      {{- end }}
+      {{- with .clientKeyFile }}
+      client_key_file: {{ . | toJson }}
+      {{- end }}
+      {{- if hasKey . "allowInsecureHttp" }}
+      allow_insecure_http: {{ .allowInsecureHttp | toJson }}
+      {{- end }}
+    {{- end }}
+    outputs:
+    {{- range $o := $t.outputs }}
+      - path: {{ printf "%s/%s/%s" (trimSuffix "/" $v.tokenVolume.mountPath) $t.name $o.file | toJson }}
+        format: {{ $o.format | toJson }}
+        mode: {{ default $v.outputMode $o.mode | toString | toJson }}
+        {{- if and $v.podSecurityContext (hasKey $v.podSecurityContext "fsGroup") }}
+        gid: {{ $v.podSecurityContext.fsGroup | int64 }}
+        {{- end }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volume mounts of the token-vendor containers. */}}
+{{- define "token-vendor.sidecarVolumeMounts" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+- name: {{ $v.tokenVolume.name }}
+  mountPath: {{ $v.tokenVolume.mountPath }}
+- name: token-vendor-config
+  mountPath: /etc/token-vendor
+  readOnly: true
+{{- range $t := $v.tokens }}
+- name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
+  mountPath: {{ printf "%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name }}
+  readOnly: true
+{{- end }}
+{{- with $v.sidecar.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Parts shared by every token-vendor container, after name/image/args/ports/probes. */}}
+{{- define "token-vendor.containerCommon" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+{{- with $v.sidecar.extraEnv }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+resources:
+  {{- toYaml $v.sidecar.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $v.sidecar.securityContext | nindent 2 }}
+volumeMounts:
+  {{- include "token-vendor.sidecarVolumeMounts" . | nindent 2 }}
+{{- end -}}
+
+{{/*
+token-vendor.sidecar: the long-running token-vendor container ("run"). In native mode it
+carries restartPolicy: Always and a startupProbe on /readyz and belongs in initContainers;
+in classic mode it belongs in containers.
+*/}}
+{{- define "token-vendor.sidecar" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+{{- $p := $v.sidecar.probes -}}
+- name: {{ $v.sidecar.name }}
+  image: {{ include "token-vendor.image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  args:
+    - run
+    - --config
+    - /etc/token-vendor/config.yaml
+    {{- range $v.sidecar.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- if eq $v.sidecar.mode "native" }}
+  restartPolicy: Always
+  {{- end }}
+  ports:
+    - name: admin
+      containerPort: {{ $ctx.port }}
+      protocol: TCP
+  {{- if eq $v.sidecar.mode "native" }}
+  startupProbe:
+    httpGet:
+      path: /readyz
+      port: {{ $ctx.port }}
+    periodSeconds: {{ $p.startup.periodSeconds }}
+    timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+    failureThreshold: {{ $p.startup.failureThreshold }}
+  {{- end }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: {{ $ctx.port }}
+    periodSeconds: {{ $p.readiness.periodSeconds }}
+    timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+    failureThreshold: {{ $p.readiness.failureThreshold }}
+    successThreshold: {{ $p.readiness.successThreshold }}
+  livenessProbe:
+    httpGet:
+      path: /livez
+      port: {{ $ctx.port }}
+    initialDelaySeconds: {{ $p.liveness.initialDelaySeconds }}
+    periodSeconds: {{ $p.liveness.periodSeconds }}
+    timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+    failureThreshold: {{ $p.liveness.failureThreshold }}
+  {{- include "token-vendor.containerCommon" . | trim | nindent 2 }}
+{{- end -}}
+
+{{/*
+token-vendor.initContainer: classic mode only, the init container that runs "once" so that
+the token exists before the app starts. Renders nothing in native mode.
+*/}}
+{{- define "token-vendor.initContainer" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+{{- if eq $v.sidecar.mode "classic" -}}
+- name: {{ printf "%s-init" $v.sidecar.name }}
+  image: {{ include "token-vendor.image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  args:
+    - once
+    - --config
+    - /etc/token-vendor/config.yaml
+    - --timeout
+    - {{ $v.sidecar.onceTimeout | quote }}
+    {{- range $v.sidecar.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- include "token-vendor.containerCommon" . | trim | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* token-vendor.initContainers: what goes into the pod's initContainers in either mode. */}}
+{{- define "token-vendor.initContainers" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- if eq $ctx.values.sidecar.mode "native" -}}
+{{ include "token-vendor.sidecar" . }}
+{{- else -}}
+{{ include "token-vendor.initContainer" . }}
+{{- end -}}
+{{- end -}}
+
+{{/* token-vendor.containers: what goes into the pod's containers in either mode. */}}
+{{- define "token-vendor.containers" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- if eq $ctx.values.sidecar.mode "classic" -}}
+{{ include "token-vendor.sidecar" . }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.volumes: the pod volumes. The token volume is an in-memory emptyDir; each
+token's credentials are a Secret volume of their own (files client_id, client_secret), so
+that the kubelet's atomic ..data swap happens in the directory token-vendor watches.
+*/}}
+{{- define "token-vendor.volumes" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- $v := $ctx.values -}}
+- name: {{ $v.tokenVolume.name }}
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ $v.tokenVolume.sizeLimit }}
+- name: token-vendor-config
+  configMap:
+    name: {{ $ctx.configMapName }}
+    defaultMode: 0444
+{{- range $t := $v.tokens }}
+- name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
+  secret:
+    secretName: {{ $ctx.secretName }}
+    {{- if and $v.podSecurityContext (hasKey $v.podSecurityContext "fsGroup") }}
+    defaultMode: 0440
+    {{- else }}
+    defaultMode: 0444
+    {{- end }}
+    items:
+      - key: {{ default (printf "%s.client_id" $t.name) $t.clientIdKey }}
+        path: client_id
+      - key: {{ default (printf "%s.client_secret" $t.name) $t.clientSecretKey }}
+        path: client_secret
+{{- end }}
+{{- with $v.sidecar.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* token-vendor.appVolumeMounts: the app container's read-only mount of the tokens. */}}
+{{- define "token-vendor.appVolumeMounts" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+- name: {{ $ctx.values.tokenVolume.name }}
+  mountPath: {{ $ctx.values.tokenVolume.mountPath }}
+  readOnly: true
+{{- end -}}
+
+{{/* token-vendor.podSecurityContext: the pod securityContext (a map, not a list). */}}
+{{- define "token-vendor.podSecurityContext" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
+{{- toYaml $ctx.values.podSecurityContext -}}
+{{- end -}}
