@@ -58,8 +58,17 @@ fn build_refresher(
     Ok((r, sink))
 }
 
+/// The fingerprint of a token's credentials as they are now, `None` when they cannot be read.
+fn credentials_now(cfg: &TokenConfig) -> Option<u64> {
+    crate::credentials::Credentials::load(&cfg.client_id, &cfg.client_secret)
+        .ok()
+        .map(|c| c.fingerprint())
+}
+
 struct Running {
     cfg: TokenConfig,
+    /// The credentials' fingerprint when last looked at: the refresher is nudged only when it changes.
+    credentials: Option<u64>,
     policy: RefreshPolicy,
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
@@ -125,6 +134,7 @@ impl Daemon {
             cfg.name.clone(),
             Running {
                 cfg: cfg.clone(),
+                credentials: credentials_now(cfg),
                 policy,
                 stop,
                 wake,
@@ -153,8 +163,13 @@ impl Daemon {
     /// Re-reads the config; applies it if it changed and is valid, else keeps the running one.
     pub async fn reload(&mut self, watch: &mut DirWatch) {
         // Credentials are read on every request; a nudge lets failing refreshers try a rotated secret now.
-        for r in self.running.values() {
-            r.wake.notify_one();
+        // Only a real change nudges: any other event in a watched directory must not shorten a backoff.
+        for r in self.running.values_mut() {
+            let now = credentials_now(&r.cfg);
+            if now != r.credentials {
+                r.credentials = now;
+                r.wake.notify_one();
+            }
         }
         let bytes = match std::fs::read(&self.config_path) {
             Ok(b) => b,

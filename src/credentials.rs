@@ -116,6 +116,15 @@ impl Credentials {
             client_secret: secret.load()?,
         })
     }
+
+    /// A hash of the id and secret, to notice a rotation without keeping a second copy of the secret.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.client_id.expose_secret().hash(&mut h);
+        self.client_secret.expose_secret().hash(&mut h);
+        h.finish()
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +179,17 @@ mod tests {
         assert!(e
             .to_string()
             .contains("TOKEN_VENDOR_TEST_SURELY_UNSET is not set"));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_secret_only() {
+        let c = |id: &str, s: &str| Credentials {
+            client_id: SecretString::from(id.to_string()),
+            client_secret: SecretString::from(s.to_string()),
+        };
+        assert_eq!(c("a", "s1").fingerprint(), c("a", "s1").fingerprint());
+        assert_ne!(c("a", "s1").fingerprint(), c("a", "s2").fingerprint());
+        assert_ne!(c("a", "s1").fingerprint(), c("b", "s1").fingerprint());
     }
 
     #[test]

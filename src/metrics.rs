@@ -299,7 +299,9 @@ mod tests {
         let text = m.encode(&state);
         assert!(!text.contains("token=\"a\",kind"), "{text}");
         assert!(
-            text.contains("token_vendor_refresh_errors_total{token=\"b\",kind=\"invalid_client\"} 1"),
+            text.contains(
+                "token_vendor_refresh_errors_total{token=\"b\",kind=\"invalid_client\"} 1"
+            ),
             "{text}"
         );
     }

@@ -30,6 +30,17 @@ fn is_own_file(p: &Path) -> bool {
     })
 }
 
+/// Whether an event can mean new content. Opening or reading a file is not a change: the re-read that a reload does
+/// would otherwise report itself and reload again, every 200 ms, forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// A live watch; dropping it stops the events.
 pub struct DirWatch {
     watcher: Option<RecommendedWatcher>,
@@ -42,7 +53,9 @@ impl DirWatch {
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own temporary and state files must not wake us, or a failing write would feed itself.
             if let Ok(ev) = res {
-                if !ev.paths.iter().all(|p| is_own_file(p)) || ev.paths.is_empty() {
+                if is_change(&ev.kind)
+                    && (!ev.paths.iter().all(|p| is_own_file(p)) || ev.paths.is_empty())
+                {
                     let _ = tx.send(());
                 }
             }
@@ -84,5 +97,31 @@ impl DirWatch {
             }
         }
         self.dirs = watching;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
+
+    #[test]
+    fn reading_a_watched_file_is_not_a_change() {
+        for k in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!is_change(&k), "{k:?}");
+        }
+        for k in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::Any),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Remove(RemoveKind::Any),
+            EventKind::Any,
+        ] {
+            assert!(is_change(&k), "{k:?}");
+        }
     }
 }

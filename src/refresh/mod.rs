@@ -22,8 +22,20 @@ use crate::metrics::{Metrics, RefreshResult};
 use crate::state::{LastError, Published, State};
 use crate::token::token::rfc3339;
 use crate::token::{ErrorKind, FetchError, Token, TokenClient};
-use schedule::{planned_refresh, retry_delay, Failure};
+use schedule::{next_refresh, remaining, retry_delay, Failure};
 pub use sink::Sink;
+
+/// At most this many token requests are in flight at once in one process. A sidecar with many tokens then never
+/// opens a connection per token at once: its identity provider sees no start-up burst, and the heap does not grow by
+/// ~50 KiB per token for connection buffers that the allocator keeps after the burst (BENCHMARKS.md, 1,000 tokens).
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How long a request waits for its turn before it goes anyway, so an endpoint that hangs while holding every
+/// turn cannot stall the other tokens' refreshers past their liveness promise (patience + request timeout stays
+/// within the grace of request timeout + 30 s).
+pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
+
+static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
 /// Something that vends tokens: the real client, or a scripted one in tests.
 pub trait Vend: Send + Sync + 'static {
@@ -110,6 +122,8 @@ pub struct Refresher<V: Vend> {
     current: Option<Token>,
     failures: u32,
     logged_kind: Option<ErrorKind>,
+    /// The default lifetime was assumed for the current token and that was logged.
+    warned_default: bool,
     last_attempt: Option<Instant>,
     rng: StdRng,
 }
@@ -153,6 +167,7 @@ impl<V: Vend> Refresher<V> {
             current: None,
             failures: 0,
             logged_kind: None,
+            warned_default: false,
             last_attempt: None,
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
         }
@@ -166,9 +181,13 @@ impl<V: Vend> Refresher<V> {
             tracing::warn!(token = %self.name, error = %e, "could not restore an output from the saved token; requesting a new one");
             return None;
         }
-        let due =
-            token.issued_at + planned_refresh(token.usable_span(), &self.policy, self.rng.random());
-        let next = due.duration_since(now).unwrap_or_default();
+        let next = next_refresh(
+            token.issued_at,
+            token.usable_span(),
+            now,
+            &self.policy,
+            self.rng.random(),
+        );
         tracing::info!(
             token = %self.name,
             refresh_time = %rfc3339(token.refresh_time()),
@@ -182,11 +201,7 @@ impl<V: Vend> Refresher<V> {
 
     /// How long the current token stays `valid()`, if it is valid now.
     fn remaining(&self) -> Option<Duration> {
-        let t = self.current.as_ref()?;
-        t.refresh_time()
-            .duration_since(self.clock.wall())
-            .ok()
-            .filter(|d| !d.is_zero())
+        remaining(self.current.as_ref()?.refresh_time(), self.clock.wall())
     }
 
     fn publish_token(&self, token: &Token) {
@@ -198,6 +213,7 @@ impl<V: Vend> Refresher<V> {
 
     /// The request alone; cancellable (dropping it aborts the request and changes nothing).
     pub async fn attempt(&mut self) -> (Result<Token, FetchError>, Duration) {
+        let _turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, IN_FLIGHT.acquire()).await;
         let started = self.clock.mono();
         self.last_attempt = Some(started);
         let result = self.vend.vend(self.clock.wall()).await;
@@ -241,9 +257,13 @@ impl<V: Vend> Refresher<V> {
 
     fn succeeded(&mut self, token: Token, took: Duration) -> Outcome {
         let now = self.clock.wall();
-        let due =
-            token.issued_at + planned_refresh(token.usable_span(), &self.policy, self.rng.random());
-        let next = due.duration_since(now).unwrap_or_default();
+        let next = next_refresh(
+            token.issued_at,
+            token.usable_span(),
+            now,
+            &self.policy,
+            self.rng.random(),
+        );
         if self.failures > 0 {
             tracing::info!(token = %self.name, failures = self.failures, "token endpoint recovered");
         }
@@ -254,9 +274,12 @@ impl<V: Vend> Refresher<V> {
             next_refresh_in = %humantime::format_duration(round_ms(next)),
             "token refreshed and written"
         );
-        if token.lifetime_source == crate::token::LifetimeSource::Default {
+        // Said once, not at every refresh; said again if the server starts and then stops sending a lifetime.
+        let assumed = token.lifetime_source == crate::token::LifetimeSource::Default;
+        if assumed && !self.warned_default {
             tracing::warn!(token = %self.name, "the response has no usable expires_in and the token is not a JWT with exp; assumed default_lifetime");
         }
+        self.warned_default = assumed;
         self.metrics
             .refresh(&self.name, RefreshResult::success, took);
         self.metrics.success(&self.name, now);

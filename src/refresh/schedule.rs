@@ -1,6 +1,6 @@
 //! When to refresh and when to retry: pure functions of durations and a uniform draw `u` in [0, 1), so they are table-tested without a clock.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::config::RefreshPolicy;
 
@@ -9,9 +9,14 @@ const ONE_SECOND: Duration = Duration::from_secs(1);
 /// The longest a server's `Retry-After` is obeyed when no valid token is at stake.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// While a valid token remains, retries are spread over this fraction of its remaining validity
-/// (if that is longer than the backoff cap), so a fleet recovering from an outage does not return all at once.
-pub const SPREAD_OF_REMAINING: f64 = 0.25;
+/// While a valid token remains and half of what remains exceeds `max_backoff`, a retry after the first lands at a
+/// uniform point in this span of the remaining validity (the second half of it): a fleet recovering from an outage
+/// comes back spread over what each sidecar can afford to wait, not all at once (see BENCHMARKS.md, fleet simulation).
+pub const SPREAD_OF_REMAINING: (f64, f64) = (0.5, 1.0);
+
+/// The last chances of a valid token: a retry never lands later than one second before its `refresh_time`, and if
+/// that one fails, a final retry comes this long before it, so a server that recovers in that last second is asked.
+pub const FINAL_CHANCE: Duration = Duration::from_millis(10);
 
 /// Delay from issue to the planned refresh: a fraction drawn from the window of the span from issue to
 /// `refresh_time`, never later than one second before `refresh_time` (when the span allows), never sooner than
@@ -28,6 +33,28 @@ pub fn planned_refresh(usable: Duration, policy: &RefreshPolicy, u: f64) -> Dura
     } else {
         planned
     }
+}
+
+/// Delay from `now` until the planned refresh of a token issued at `issued_at` with `usable` time to its
+/// `refresh_time` (zero when that moment has passed). The refresher and the fleet simulator both call this.
+pub fn next_refresh(
+    issued_at: SystemTime,
+    usable: Duration,
+    now: SystemTime,
+    policy: &RefreshPolicy,
+    u: f64,
+) -> Duration {
+    (issued_at + planned_refresh(usable, policy, u))
+        .duration_since(now)
+        .unwrap_or_default()
+}
+
+/// How long a token whose `refresh_time` is given stays `valid()` after `now`; `None` when it is not valid now.
+pub fn remaining(refresh_time: SystemTime, now: SystemTime) -> Option<Duration> {
+    refresh_time
+        .duration_since(now)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// Why the last attempt failed, as far as scheduling cares.
@@ -51,7 +78,9 @@ pub fn backoff(policy: &RefreshPolicy, consecutive_failures: u32, u: f64) -> Dur
 /// Delay until the next attempt after a failure.
 ///
 /// `remaining` is how long the published token stays `valid()`, `None` if none is. Transient failures back off
-/// and honour `Retry-After`, but while a token is valid they always try once more before its `refresh_time`.
+/// and honour `Retry-After`; while a token is valid, retries after the first are spread over the second half of
+/// the validity left (when that is longer than `max_backoff`), and they always try again before its `refresh_time`:
+/// at the latest one second before it, and then once more just before it ([`FINAL_CHANCE`]).
 /// Permanent failures wait `max_backoff`: asking again sooner cannot help.
 pub fn retry_delay(
     policy: &RefreshPolicy,
@@ -66,18 +95,22 @@ pub fn retry_delay(
     };
     let mut delay = backoff(policy, consecutive_failures, u);
     if let Some(rem) = remaining {
-        // Plenty of validity left: spread this retry further, still well before refresh_time.
-        let spread = rem.mul_f64(SPREAD_OF_REMAINING);
-        if spread > policy.max_backoff && consecutive_failures > 1 {
-            delay = policy.min_backoff + (spread - policy.min_backoff).mul_f64(u.clamp(0.0, 1.0));
+        // Plenty of validity left: wait for a share of it, so a recovering fleet does not return at once.
+        let (lo, hi) = SPREAD_OF_REMAINING;
+        if consecutive_failures > 1 && rem.mul_f64(lo) > policy.max_backoff {
+            delay = rem.mul_f64(lo + (hi - lo) * u.clamp(0.0, 1.0));
         }
     }
     if let Some(ra) = retry_after {
         delay = delay.max(ra.min(MAX_RETRY_AFTER));
     }
     if let Some(rem) = remaining {
-        // One last attempt just before refresh_time, if there is room for it.
-        let last_chance = rem.saturating_sub(ONE_SECOND);
+        // The last chances: a second before refresh_time, then just before it.
+        let last_chance = if rem > ONE_SECOND {
+            rem - ONE_SECOND
+        } else {
+            rem.saturating_sub(FINAL_CHANCE)
+        };
         if delay > last_chance && !last_chance.is_zero() {
             delay = last_chance;
         }
@@ -199,14 +232,67 @@ mod tests {
     }
 
     #[test]
-    fn with_much_validity_left_retries_spread_over_a_quarter_of_it() {
+    fn with_much_validity_left_retries_spread_over_the_second_half_of_it() {
         let p = policy();
         let transient = Failure::Transient { retry_after: None };
         let rem = s(1200.0);
-        assert_eq!(retry_delay(&p, 3, transient, Some(rem), 1.0), s(300.0));
-        assert_eq!(retry_delay(&p, 3, transient, Some(rem), 0.0), p.min_backoff);
+        assert_eq!(retry_delay(&p, 3, transient, Some(rem), 0.0), s(600.0));
+        assert_eq!(retry_delay(&p, 3, transient, Some(rem), 0.5), s(900.0));
+        // The top of the span is the last chance, a second before refresh_time.
+        assert_eq!(retry_delay(&p, 3, transient, Some(rem), 1.0), s(1199.0));
         // The first retry is always quick.
         assert!(retry_delay(&p, 1, transient, Some(rem), 1.0) <= p.min_backoff);
+        // With no more than 2 x max_backoff left, plain backoff: more tries before the token lapses.
+        for u in [0.0, 0.5, 1.0] {
+            assert_eq!(
+                retry_delay(&p, 3, transient, Some(s(120.0)), u),
+                backoff(&p, 3, u)
+            );
+        }
+        // Without a valid token, nothing to spread over: backoff, at most max_backoff.
+        for n in 1..20 {
+            assert!(retry_delay(&p, n, transient, None, 1.0) <= p.max_backoff);
+        }
+    }
+
+    #[test]
+    fn a_failed_last_chance_gets_a_final_one_just_before_refresh_time() {
+        let p = policy();
+        let transient = Failure::Transient { retry_after: None };
+        // 1 s left (the last chance just failed): the final try comes FINAL_CHANCE before refresh_time.
+        assert_eq!(
+            retry_delay(&p, 5, transient, Some(s(1.0)), 1.0),
+            s(1.0) - FINAL_CHANCE
+        );
+        assert_eq!(
+            retry_delay(&p, 5, transient, Some(s(0.5)), 1.0),
+            s(0.5) - FINAL_CHANCE
+        );
+        // Within FINAL_CHANCE of refresh_time there is no chance left: ordinary backoff, never a hot loop.
+        for rem in [0.01, 0.005, 0.0] {
+            let d = retry_delay(&p, 5, transient, Some(s(rem)), 0.0);
+            assert!(d >= p.min_backoff, "{rem}: {d:?}");
+        }
+        // Against a server that stays down, from any remaining validity: the last attempt before refresh_time
+        // comes within FINAL_CHANCE of it, and at most two attempts fall in its last second.
+        for rem in [0.5, 1.0, 1.5, 3.0, 61.0, 200.0, 3540.0] {
+            for u in [0.0, 0.5, 1.0] {
+                let (mut left, mut n, mut last_second) = (s(rem), 1, 0);
+                loop {
+                    if left <= ONE_SECOND {
+                        last_second += 1;
+                    }
+                    let d = retry_delay(&p, n, transient, Some(left), u);
+                    if d >= left {
+                        break;
+                    }
+                    left -= d;
+                    n += 1;
+                }
+                assert!(left <= FINAL_CHANCE, "rem {rem} u {u}: {left:?}");
+                assert!(last_second <= 2, "rem {rem} u {u}: {last_second}");
+            }
+        }
     }
 
     #[test]

@@ -201,10 +201,26 @@ async fn transient_failures_back_off_and_readiness_flips_exactly_at_refresh_time
         "{:?}",
         refresh_time - last
     );
-    // Every retry waits at least min_backoff and at most max_backoff (no token at stake after refresh_time).
+    // The final chance comes just before refresh_time.
+    assert!(
+        refresh_time - last <= schedule::FINAL_CHANCE,
+        "{:?}",
+        refresh_time - last
+    );
+    // Every retry waits at most max_backoff, and at least min_backoff but for the last chances: the one a second
+    // before refresh_time and the final one just before it.
+    let mut short = 0;
     for (i, g) in gaps(&calls).iter().enumerate().skip(1) {
-        assert!(*g >= 1.0 - 1e-9 && *g <= 60.0 + 1e-9, "gap {i}: {g}");
+        assert!(*g <= 60.0 + 1e-9, "gap {i}: {g}");
+        if *g < 1.0 - 1e-9 {
+            short += 1;
+            assert!(
+                refresh_time.saturating_duration_since(calls[i + 1]) < Duration::from_secs(1),
+                "gap {i}: {g} outside the last second"
+            );
+        }
     }
+    assert!(short <= 2, "{short} gaps shorter than min_backoff");
     // Bounded: over ~10 minutes of outage, far fewer than one attempt per second.
     assert!(calls.len() < 60, "{} attempts", calls.len());
     assert_eq!(

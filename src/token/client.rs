@@ -267,24 +267,45 @@ impl TokenClient {
         creds: &Credentials,
         issued_at: SystemTime,
     ) -> Result<Token, FetchError> {
-        self.fetch_inner(creds, issued_at).await.map_err(|mut e| {
-            // A server may echo what it was sent; it must not reach our logs.
-            for s in [
-                creds.client_secret.expose_secret(),
-                creds.client_id.expose_secret(),
-            ] {
-                if s.len() >= 3 {
-                    e.message = e.message.replace(s, "(redacted)");
-                }
-            }
-            e
-        })
+        let forms = self.sent_forms(creds);
+        self.fetch_inner(creds, issued_at, &forms)
+            .await
+            .map_err(|mut e| {
+                // A server may echo what it was sent; it must not reach our logs.
+                e.message = redact(&e.message, &forms);
+                e
+            })
+    }
+
+    /// Every form in which the id and secret left in the request: as they are, form-encoded, and as the Basic
+    /// credential. Longest first, so that no form is left half-replaced by a shorter one.
+    fn sent_forms(&self, creds: &Credentials) -> Vec<String> {
+        let (id, secret) = (
+            creds.client_id.expose_secret(),
+            creds.client_secret.expose_secret(),
+        );
+        let raw = self.auth_method == AuthMethod::ClientSecretBasicRaw;
+        let basic = basic_auth(id, secret, raw);
+        let mut forms: Vec<String> = [
+            basic.trim_start_matches("Basic ").to_string(),
+            form_encode(secret),
+            secret.to_string(),
+            form_encode(id),
+            id.to_string(),
+        ]
+        .into_iter()
+        .filter(|s| s.len() >= 3)
+        .collect();
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        forms
     }
 
     async fn fetch_inner(
         &self,
         creds: &Credentials,
         issued_at: SystemTime,
+        forms: &[String],
     ) -> Result<Token, FetchError> {
         let mut req = self
             .http
@@ -334,7 +355,7 @@ impl TokenClient {
                 )
             });
         }
-        let mut err = self.status_error(status, &body, is_html);
+        let mut err = self.status_error_redacted(status, &body, is_html, forms);
         err.retry_after = retry_after;
         Err(err)
     }
@@ -366,7 +387,21 @@ impl TokenClient {
         Ok(body)
     }
 
+    #[cfg(test)]
     fn status_error(&self, status: reqwest::StatusCode, body: &[u8], is_html: bool) -> FetchError {
+        self.status_error_redacted(status, body, is_html, &[])
+    }
+
+    /// The error for a non-2xx answer. Server text is stripped of `forms` before it is shortened, so that no
+    /// credential survives even in part.
+    fn status_error_redacted(
+        &self,
+        status: reqwest::StatusCode,
+        body: &[u8],
+        is_html: bool,
+        forms: &[String],
+    ) -> FetchError {
+        let clean = |s: &str| sanitize(&redact(s, forms));
         let code = status.as_u16();
         let json: Option<Map<String, Value>> = if is_html {
             None
@@ -377,16 +412,19 @@ impl TokenClient {
             .as_ref()
             .and_then(|m| m.get("error"))
             .and_then(Value::as_str)
-            .map(sanitize);
+            .map(clean);
         let detail = if is_html || (json.is_none() && looks_like_html(body)) {
             "the endpoint returned an HTML page".to_string()
         } else {
-            json.as_ref().and_then(error_detail).unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no reason given")
-                    .to_string()
-            })
+            json.as_ref()
+                .and_then(error_detail)
+                .map(clean)
+                .unwrap_or_else(|| {
+                    status
+                        .canonical_reason()
+                        .unwrap_or("no reason given")
+                        .to_string()
+                })
         };
         let kind = match (code, error_code.as_deref()) {
             (_, Some("temporarily_unavailable")) => ErrorKind::TemporarilyUnavailable,
@@ -449,7 +487,16 @@ impl TokenClient {
     }
 }
 
-fn error_detail(m: &Map<String, Value>) -> Option<String> {
+/// Replaces every occurrence of each of `forms` (longest first) by `(redacted)`.
+fn redact(s: &str, forms: &[String]) -> String {
+    let mut out = s.to_string();
+    for f in forms {
+        out = out.replace(f.as_str(), "(redacted)");
+    }
+    out
+}
+
+fn error_detail(m: &Map<String, Value>) -> Option<&str> {
     let s = m
         .get("error_description")
         .and_then(Value::as_str)
@@ -460,7 +507,7 @@ fn error_detail(m: &Map<String, Value>) -> Option<String> {
                 .and_then(Value::as_str)
         })
         .or_else(|| m.get("error").and_then(Value::as_str))?;
-    Some(sanitize(s))
+    Some(s)
 }
 
 /// Server text goes into logs: keep it short and printable.
@@ -501,10 +548,22 @@ fn sources<'a>(
 
 fn has_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     sources(e).any(|s| {
-        s.is::<rustls::Error>()
-            || s.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error hides what it wraps from source(), and the TLS stack wraps one io::Error in another.
+        let mut inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        while let Some(i) = inner {
+            if i.is::<rustls::Error>() {
+                return true;
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref());
+        }
+        false
     })
 }
 
@@ -666,6 +725,47 @@ mod tests {
             ErrorKind::RateLimited
         );
         assert_eq!(c.status_error(s(302), b"", false).kind, ErrorKind::Redirect);
+    }
+
+    #[test]
+    fn a_certificate_error_inside_nested_io_errors_is_tls() {
+        // How reqwest reports a refused server certificate: io::Error(Other, io::Error(InvalidData, rustls::Error)).
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, cert));
+        assert!(has_rustls_error(&nested));
+        assert!(!has_rustls_error(&std::io::Error::other("refused")));
+    }
+
+    #[test]
+    fn echoed_credentials_are_redacted_in_every_form_even_where_the_text_is_cut() {
+        let c = client();
+        let creds = Credentials {
+            client_id: "my-client".to_string().into(),
+            client_secret: "p+w/s3cret".to_string().into(),
+        };
+        let forms = c.sent_forms(&creds);
+        let basic = basic_auth("my-client", "p+w/s3cret", false);
+        let b64 = basic.trim_start_matches("Basic ");
+        // The credential sits across the 200-character cut of the detail.
+        let description = format!(
+            "{} got {basic} body client_id=my-client&client_secret={} and {}",
+            "x".repeat(170),
+            form_encode("p+w/s3cret"),
+            "p+w/s3cret"
+        );
+        let body = serde_json::json!({"error": "invalid_client", "error_description": description});
+        let e = c.status_error_redacted(
+            reqwest::StatusCode::UNAUTHORIZED,
+            body.to_string().as_bytes(),
+            false,
+            &forms,
+        );
+        assert_eq!(e.kind, ErrorKind::InvalidClient);
+        for leak in [&b64[..12], "p+w", "p%2Bw", "my-client"] {
+            assert!(!e.message.contains(leak), "{leak} in {}", e.message);
+        }
+        assert!(e.message.contains("(redacted)"), "{}", e.message);
     }
 
     #[test]

@@ -331,6 +331,12 @@ pub enum Behavior {
     ResetMidBody,
     /// A 200 with this many bytes of body.
     Huge(usize),
+    /// A 200 with this many bytes of body and no Content-Length: the body ends when the connection closes.
+    HugeUnframed(usize),
+    /// An error that echoes the client id and secret it was sent (as careless servers do) in `error_description`.
+    EchoCredentials { status: u16, error: String },
+    /// An error that echoes the raw `Authorization` header and form body it was sent in `error_description`.
+    EchoRequest { status: u16, error: String },
 }
 
 impl Behavior {
@@ -550,6 +556,8 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
     }
     let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
     let form = form_decode(&body);
+    let raw_body = body.clone();
+    let auth_header = headers.get("authorization").cloned();
     let (mut id, mut secret) = (None, None);
     if let Some(b) = headers
         .get("authorization")
@@ -659,6 +667,48 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
             stream.set_linger(Some(Duration::ZERO))?;
             drop(stream);
             return Ok(());
+        }
+        Behavior::HugeUnframed(n) => {
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await?;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(chunk.len());
+                if stream.write_all(&chunk[..k]).await.is_err() {
+                    return Ok(());
+                }
+                left -= k;
+            }
+        }
+        Behavior::EchoCredentials { status, error } => {
+            let body = serde_json::json!({
+                "error": error,
+                "error_description": format!(
+                    "client {} with secret {} is not allowed",
+                    id.clone().unwrap_or_default(),
+                    secret.clone().unwrap_or_default()
+                ),
+            })
+            .to_string();
+            stream
+                .write_all(respond(status, "application/json", &body, &[]).as_bytes())
+                .await?;
+        }
+        Behavior::EchoRequest { status, error } => {
+            let body = serde_json::json!({
+                "error": error,
+                "error_description": format!(
+                    "request had Authorization: {:?} and body: {}",
+                    auth_header.as_deref().unwrap_or(""),
+                    raw_body
+                ),
+            })
+            .to_string();
+            stream
+                .write_all(respond(status, "application/json", &body, &[]).as_bytes())
+                .await?;
         }
         Behavior::Huge(n) => {
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");

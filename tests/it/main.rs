@@ -5,3 +5,4 @@ mod helpers;
 mod check;
 mod daemon;
 mod once;
+mod reliability;

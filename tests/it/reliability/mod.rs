@@ -1,0 +1,18 @@
+//! Issue 5, the reliability and security suite: the real binary against faulty token servers, full and read-only
+//! disks, crashes, signals, broken reloads, hostile input and TLS; each scenario records its row for `docs/reliability.md`.
+
+mod common;
+mod report;
+
+mod crash;
+mod disk;
+mod faults;
+mod fuzz;
+mod leaks;
+mod outage;
+mod permanent;
+mod reload;
+mod signals;
+mod startup;
+mod tls;
+mod torn;

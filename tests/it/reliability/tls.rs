@@ -1,0 +1,316 @@
+//! Scenario 12: TLS. A local HTTPS front (tokio-rustls, certificates made by rcgen in the test) before the scripted
+//! token server: a self-signed CA is refused without `ca_file` and accepted with it; with mTLS the configured client
+//! certificate is presented, and without one the handshake fails.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use super::common::*;
+use super::report::Row;
+use crate::helpers::*;
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all made now.
+struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    server_der: CertificateDer<'static>,
+    server_key_der: Vec<u8>,
+    client_pem: String,
+    client_key_pem: String,
+    client_der: CertificateDer<'static>,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "token-vendor reliability test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut sp =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    sp.distinguished_name.push(DnType::CommonName, "localhost");
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = sp.signed_by(&server_key, &issuer).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cp.distinguished_name
+        .push(DnType::CommonName, "token-vendor reliability client");
+    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = cp.signed_by(&client_key, &issuer).unwrap();
+
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        server_der: server_cert.der().clone(),
+        server_key_der: server_key.serialize_der(),
+        client_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
+        client_der: client_cert.der().clone(),
+    }
+}
+
+/// What one TLS connection to the front did: the client certificate it presented, or why the handshake failed.
+type Handshake = Result<Option<CertificateDer<'static>>, String>;
+
+/// An HTTPS front that terminates TLS and forwards the bytes to a plain-HTTP backend.
+struct TlsFront {
+    addr: SocketAddr,
+    handshakes: Arc<Mutex<Vec<Handshake>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TlsFront {
+    fn start(backend: SocketAddr, pki: &Pki, require_client_cert: bool) -> TlsFront {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(
+                vec![pki.server_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key_der.clone())),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let hs = handshakes.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let stream = tokio::select! {
+                        _ = &mut stop_rx => break,
+                        acc = listener.accept() => match acc { Ok((s, _)) => s, Err(_) => continue },
+                    };
+                    let (acceptor, hs) = (acceptor.clone(), hs.clone());
+                    tokio::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(mut tls) => {
+                                let cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first().cloned());
+                                hs.lock().unwrap().push(Ok(cert));
+                                if let Ok(mut back) = tokio::net::TcpStream::connect(backend).await {
+                                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+                                }
+                            }
+                            Err(e) => hs.lock().unwrap().push(Err(e.to_string())),
+                        }
+                    });
+                }
+            });
+        });
+        TlsFront {
+            addr: rx.recv().unwrap(),
+            handshakes,
+            stop: Some(stop),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/token", self.addr.port())
+    }
+
+    fn handshakes(&self) -> Vec<Handshake> {
+        self.handshakes.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn once(sb: &Sandbox, cfg: &Cfg) -> (Option<i32>, String, f64) {
+    let path = cfg.write(sb);
+    let t = Instant::now();
+    let (st, out, err) = run_to_end(
+        &[
+            "once",
+            "--config",
+            path.to_str().unwrap(),
+            "--timeout",
+            "10s",
+        ],
+        sb.dir.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    (st.code(), format!("{out}{err}"), t.elapsed().as_secs_f64())
+}
+
+#[test]
+fn reliability_12a_self_signed_ca_needs_ca_file() {
+    let mut row = Row::new(
+        "12a",
+        "HTTPS token server whose certificate (for 127.0.0.1) chains to a CA made in the test",
+        "without `ca_file`: `once` fails at once (permanent) with a `tls` error and the server sees the handshake \
+         refused, `run` reports kind `tls` and is not ready; with `ca_file`: `once` writes the issued token",
+    );
+    let pki = pki();
+    let server = TokenServer::start(Behavior::issue(60));
+    let front = TlsFront::start(server.addr, &pki, false);
+    let sb = Sandbox::new();
+    sb.write("ca.pem", &pki.ca_pem);
+    let mut cfg = Cfg::new(&front.url());
+
+    let (code, text, took) = once(&sb, &cfg);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        took < 5.0,
+        "a TLS failure is permanent, yet once took {took:.1} s:\n{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("FAILED"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("TLS failed") && line.ends_with("(tls)") && line.contains(&front.url()),
+        "{line}"
+    );
+    assert!(
+        server.seen().is_empty(),
+        "a request got through without trust"
+    );
+    assert!(!sb.path("out/token").exists());
+    let refused = front.handshakes();
+    assert!(matches!(refused.first(), Some(Err(_))), "{refused:?}");
+
+    let path = cfg.write(&sb);
+    let mut p = Proc::run(&path);
+    let addr = p.wait_admin();
+    wait_until(Duration::from_secs(10), "a tls error in /status", || {
+        http_get(addr, "/status").is_some_and(|(_, b)| b.contains("\"kind\":\"tls\""))
+    });
+    assert_eq!(p.get("/readyz").0, 503);
+    let mut secrets = cfg.secrets();
+    scan(&mut row, &mut p, &[("once output", &text)], &secrets);
+    drop(p);
+
+    cfg.http = format!(", ca_file: {}", sb.path("ca.pem").display());
+    let (code, text2, _) = once(&sb, &cfg);
+    assert_eq!(code, Some(0), "{text2}");
+    let issued = server.issued();
+    let found = check_outputs(&sb, &cfg.outputs, &issued).unwrap();
+    assert_eq!(found[0], issued[0]);
+    row.figure(format!(
+        "without ca_file: exit 1 after {:.0} ms, `{}`",
+        took * 1000.0,
+        line.split(": token request")
+            .nth(1)
+            .map_or(line, |r| r.trim())
+    ));
+    row.figure(format!(
+        "with ca_file: {} handshake(s) accepted, token written",
+        front.handshakes().iter().filter(|h| h.is_ok()).count()
+    ));
+    secrets.extend(issued);
+    assert_no_leaks(&[("once output", &text2)], &secrets);
+    row.scanned(1, text2.len() as u64);
+    row.pass();
+}
+
+#[test]
+fn reliability_12b_client_certificate_is_presented() {
+    let mut row = Row::new(
+        "12b",
+        "HTTPS token server that requires a client certificate from the test CA (mTLS)",
+        "with `client_cert_file`/`client_key_file`: the server receives exactly the configured certificate and the \
+         token is written; without them: the handshake is refused and `once` fails with a `tls` error",
+    );
+    let pki = pki();
+    let server = TokenServer::start(Behavior::issue(60));
+    let front = TlsFront::start(server.addr, &pki, true);
+    let sb = Sandbox::new();
+    sb.write("ca.pem", &pki.ca_pem);
+    sb.write("client.pem", &pki.client_pem);
+    sb.write("client.key", &pki.client_key_pem);
+    let mut cfg = Cfg::new(&front.url());
+    cfg.http = format!(", ca_file: {}", sb.path("ca.pem").display());
+
+    let (code, text, _) = once(&sb, &cfg);
+    assert_eq!(code, Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("FAILED"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("(tls)"),
+        "a refused client certificate is a permanent tls error: {line}"
+    );
+    assert!(server.seen().is_empty());
+    let without = front.handshakes();
+    assert!(without.iter().all(|h| h.is_err()), "{without:?}");
+
+    cfg.http = format!(
+        ", ca_file: {}, client_cert_file: {}, client_key_file: {}",
+        sb.path("ca.pem").display(),
+        sb.path("client.pem").display(),
+        sb.path("client.key").display()
+    );
+    let (code, text2, _) = once(&sb, &cfg);
+    assert_eq!(code, Some(0), "{text2}");
+    let presented: Vec<_> = front.handshakes().into_iter().skip(without.len()).collect();
+    assert!(!presented.is_empty());
+    for h in &presented {
+        assert_eq!(
+            h.as_ref().ok().and_then(|c| c.as_ref()),
+            Some(&pki.client_der),
+            "{h:?}"
+        );
+    }
+    let issued = server.issued();
+    check_outputs(&sb, &cfg.outputs, &issued).unwrap();
+    row.figure(format!(
+        "without a client certificate: refused (`{}`), `once` exit 1 with kind tls; with it: the server saw the configured certificate",
+        without.first().and_then(|h| h.as_ref().err()).map_or("?", |e| e.as_str())
+    ));
+    let mut secrets = cfg.secrets();
+    secrets.extend(issued);
+    assert_no_leaks(&[("once output", &text), ("once output", &text2)], &secrets);
+    row.scanned(2, (text.len() + text2.len()) as u64);
+    row.pass();
+}
