@@ -3,9 +3,7 @@
 pub mod schedule;
 pub mod sink;
 
-use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -70,10 +68,8 @@ impl ClientVend {
     fn load(&self) -> Result<(Credentials, u64), FetchError> {
         let creds = Credentials::load(&self.client_id, &self.client_secret)
             .map_err(|e| FetchError::new(ErrorKind::Credentials, e.to_string()))?;
-        let mut h = DefaultHasher::new();
-        creds.client_id.expose_secret().hash(&mut h);
-        creds.client_secret.expose_secret().hash(&mut h);
-        Ok((creds, h.finish()))
+        let fingerprint = creds.fingerprint();
+        Ok((creds, fingerprint))
     }
 }
 

@@ -303,6 +303,19 @@ pub fn run_to_end(
     (status, p.out(), p.logs())
 }
 
+/// `once --config CFG --timeout T`, run in the config's directory: (status, stdout, stderr).
+pub fn run_once(cfg: &Path, timeout: &str) -> (ExitStatus, String, String) {
+    let dir = cfg.parent().expect("config in a directory");
+    let args = [
+        "once",
+        "--config",
+        cfg.to_str().expect("UTF-8 path"),
+        "--timeout",
+        timeout,
+    ];
+    run_to_end(&args, dir, &[], Duration::from_secs(60))
+}
+
 // ---------------------------------------------------------------------------
 // A scriptable token server: raw HTTP/1.1 over tokio, so that every fault can be produced exactly.
 // ---------------------------------------------------------------------------

@@ -62,12 +62,7 @@ fn once_vends_from_oidc_provider_with_basic_and_post_auth() {
         ),
     );
     let started = Instant::now();
-    let (st, out, err) = run_to_end(
-        &["once", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, out, err) = run_once(&cfg, "30s");
     assert!(st.success(), "{out}\n{err}");
     eprintln!("once against oidc-provider took {:?}", started.elapsed());
 
@@ -153,18 +148,7 @@ fn the_reference_raw_basic_encoding_fails_against_a_conforming_server() {
         ),
     );
     let started = Instant::now();
-    let (st, _out, err) = run_to_end(
-        &[
-            "once",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--timeout",
-            "20s",
-        ],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, _out, err) = run_once(&cfg, "20s");
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -200,12 +184,7 @@ fn once_sends_the_rfc_6749_request() {
         &server.url(),
         "    scope: read write\n    audience: https://api.example\n    resource: [https://r1.example, https://r2.example]\n    params: {tenant: acme}\n",
     );
-    let (st, out, err) = run_to_end(
-        &["once", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_once(&cfg, "30s");
     assert!(st.success(), "{out}\n{err}");
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
@@ -242,18 +221,7 @@ fn once_fails_fast_on_a_permanent_error_with_one_clear_line() {
     let server = TokenServer::start(Behavior::error(401, "invalid_client"));
     let cfg = simple_config(&sb, &server.url(), "");
     let started = Instant::now();
-    let (st, out, err) = run_to_end(
-        &[
-            "once",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--timeout",
-            "30s",
-        ],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_once(&cfg, "30s");
     assert_eq!(st.code(), Some(1), "{out}\n{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -292,18 +260,7 @@ fn once_retries_transient_errors_then_succeeds() {
         });
         s2.set(Behavior::issue(3600));
     });
-    let (st, out, err) = run_to_end(
-        &[
-            "once",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--timeout",
-            "20s",
-        ],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, out, err) = run_once(&cfg, "20s");
     flip.join().unwrap();
     assert!(st.success(), "{out}\n{err}");
     assert!(server.seen().len() >= 4);
@@ -322,12 +279,7 @@ fn once_gives_up_at_the_timeout_naming_token_url_and_last_error() {
     server.down();
     let cfg = simple_config(&sb, &url, "");
     let started = Instant::now();
-    let (st, _out, err) = run_to_end(
-        &["once", "--config", cfg.to_str().unwrap(), "--timeout", "2s"],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, _out, err) = run_once(&cfg, "2s");
     let took = started.elapsed();
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
@@ -355,12 +307,7 @@ fn a_jwt_without_expires_in_uses_its_exp() {
         jwt_exp_in: Some(900),
     });
     let cfg = simple_config(&sb, &server.url(), "");
-    let (st, out, err) = run_to_end(
-        &["once", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_once(&cfg, "30s");
     assert!(st.success(), "{out}\n{err}");
     let j: serde_json::Value = serde_json::from_str(&sb.read("out/token.json").unwrap()).unwrap();
     let lifetime = j["expires_in"].as_f64().unwrap();
@@ -376,12 +323,7 @@ fn owner_and_group_are_applied_when_running_as_root() {
         "c.yaml",
         &format!("tokens:\n  - name: svc\n    token_url: {}\n    client_id: i\n    client_secret: s\n    outputs:\n      - {{path: {d}/out/token, uid: 65532, gid: 65532}}\n", server.url()),
     );
-    let (st, out, err) = run_to_end(
-        &["once", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_once(&cfg, "30s");
     let is_root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
@@ -489,18 +431,7 @@ fn every_error_case_gives_one_clear_line_and_no_file() {
                 let server = TokenServer::start(behavior.clone());
                 let cfg = simple_config(&sb, &server.url(), "");
                 let started = Instant::now();
-                let (st, _out, err) = run_to_end(
-                    &[
-                        "once",
-                        "--config",
-                        cfg.to_str().unwrap(),
-                        "--timeout",
-                        "1500ms",
-                    ],
-                    sb.dir.path(),
-                    &[],
-                    Duration::from_secs(20),
-                );
+                let (st, _out, err) = run_once(&cfg, "1500ms");
                 let took = started.elapsed();
                 assert_eq!(st.code(), Some(1), "{behavior:?}: {err}");
                 let lines: Vec<_> = err
