@@ -177,13 +177,7 @@ impl<V: Vend> Refresher<V> {
             tracing::warn!(token = %self.name, error = %e, "could not restore an output from the saved token; requesting a new one");
             return None;
         }
-        let next = next_refresh(
-            token.issued_at,
-            token.usable_span(),
-            now,
-            &self.policy,
-            self.rng.random(),
-        );
+        let next = self.plan(&token, now);
         tracing::info!(
             token = %self.name,
             refresh_time = %rfc3339(token.refresh_time()),
@@ -193,6 +187,12 @@ impl<V: Vend> Refresher<V> {
         self.publish_token(&token);
         self.current = Some(token);
         Some(next)
+    }
+
+    /// Delay from `now` to this token's planned refresh, with a fresh draw from the window.
+    fn plan(&mut self, token: &Token, now: SystemTime) -> Duration {
+        let u = self.rng.random();
+        next_refresh(token.issued_at, token.usable_span(), now, &self.policy, u)
     }
 
     /// How long the current token stays `valid()`, if it is valid now.
@@ -253,13 +253,7 @@ impl<V: Vend> Refresher<V> {
 
     fn succeeded(&mut self, token: Token, took: Duration) -> Outcome {
         let now = self.clock.wall();
-        let next = next_refresh(
-            token.issued_at,
-            token.usable_span(),
-            now,
-            &self.policy,
-            self.rng.random(),
-        );
+        let next = self.plan(&token, now);
         if self.failures > 0 {
             tracing::info!(token = %self.name, failures = self.failures, "token endpoint recovered");
         }

@@ -685,15 +685,7 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
             let head =
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
             stream.write_all(head.as_bytes()).await?;
-            let chunk = vec![b' '; 64 * 1024];
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(chunk.len());
-                if stream.write_all(&chunk[..k]).await.is_err() {
-                    return Ok(());
-                }
-                left -= k;
-            }
+            write_filler(&mut stream, n).await;
         }
         Behavior::EchoCredentials { status, error } => {
             let body = serde_json::json!({
@@ -726,19 +718,24 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
         Behavior::Huge(n) => {
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
             stream.write_all(head.as_bytes()).await?;
-            let chunk = vec![b' '; 64 * 1024];
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(chunk.len());
-                if stream.write_all(&chunk[..k]).await.is_err() {
-                    return Ok(());
-                }
-                left -= k;
-            }
+            write_filler(&mut stream, n).await;
         }
     }
     let _ = stream.shutdown().await;
     Ok(())
+}
+
+/// `n` bytes of JSON whitespace, until the client hangs up.
+async fn write_filler(stream: &mut tokio::net::TcpStream, n: usize) {
+    let chunk = vec![b' '; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        if stream.write_all(&chunk[..k]).await.is_err() {
+            return;
+        }
+        left -= k;
+    }
 }
 
 fn reason(status: u16) -> &'static str {

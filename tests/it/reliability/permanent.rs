@@ -34,7 +34,7 @@ fn reliability_03a_invalid_client_is_asked_at_most_once_per_max_backoff() {
         );
         // Noise that must not shorten the backoff: a file next to the secret and the config, and a reload request.
         sb.write("unrelated.txt", &format!("{nudges}"));
-        if nudges % 3 == 0 {
+        if nudges.is_multiple_of(3) {
             p.signal("HUP");
         }
         nudges += 1;
