@@ -382,3 +382,14 @@ impl Drop for Mount {
             .status();
     }
 }
+
+/// A random generator whose seed is printed, and taken from `RELIABILITY_SEED` when set, so a failing run can be repeated.
+pub fn seeded_rng(test: &str) -> (u64, rand::rngs::StdRng) {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("RELIABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: seed {seed} (set RELIABILITY_SEED to repeat)");
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use super::common::*;
 use super::report::Row;
@@ -17,12 +17,7 @@ fn reliability_05_kill_9_never_leaves_a_broken_output() {
         "after every kill each output (and the warm-start state file) is one complete token the server issued; \
          temporary files left by a kill are gone once the next run starts; none remain at the end",
     );
-    let seed: u64 = std::env::var("RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("reliability_05: seed {seed} (set RELIABILITY_SEED to repeat)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = seeded_rng("reliability_05");
     let sb = Sandbox::new();
     let server = TokenServer::start(Behavior::issue_f(1.3));
     let mut cfg = Cfg::new(&server.url());

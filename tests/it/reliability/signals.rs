@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use super::common::*;
 use super::report::Row;
@@ -53,12 +53,7 @@ fn reliability_08b_sigterm_during_writes() {
         "exit status 0 within 2 s each time; afterwards all 20 outputs hold the same issued token (a write begun is \
          finished, never cut half-way) and no temporary file remains",
     );
-    let seed: u64 = std::env::var("RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("reliability_08b: seed {seed} (set RELIABILITY_SEED to repeat)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = seeded_rng("reliability_08b");
     let sb = Sandbox::new();
     let server = TokenServer::start(Behavior::issue_f(1.3));
     let mut cfg = Cfg::new(&server.url());
