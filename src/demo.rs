@@ -80,27 +80,40 @@ pub async fn start_endpoint(lifetime: Duration) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The embedded default config of `demo` as YAML: one token, every output format, in `dir`.
+/// The config `demo` runs, written as a commented starting point: every line a real deployment must change says so.
 pub fn config_yaml(dir: &Path, endpoint: SocketAddr, listen: SocketAddr) -> String {
-    let d = dir.display().to_string();
+    // Absolute, so the file means the same whatever directory it is later run or copied from.
+    let d = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string();
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     format!(
-        r#"# Written by `token-vendor demo`: the built-in DEVELOPMENT endpoint and every output format.
-listen: {listen}
-log: {{format: text, level: info}}
+        r#"# Written by `token-vendor demo`. This is the config the demo runs, and a starting point for your own:
+# copy it and change every line marked CHANGE, then `token-vendor check --config FILE` before `run`.
+# Full reference: README.md, "Configuration".
+
+# CHANGE: the admin server (/readyz /livez /metrics /status). In a pod: "[::]:8099". The demo uses {listen},
+# so a second copy run beside the demo needs another port.
+listen: {listen_q}
+log: {{format: text, level: info}}   # CHANGE: drop this line in a pod (JSON logs when stderr is not a terminal)
 tokens:
-  - name: demo
+  - name: demo                        # CHANGE: a name for this token: [a-z0-9-], used in /status and metrics
+    # CHANGE: your identity provider's token endpoint (https). This is the demo's DEVELOPMENT endpoint on a
+    # random port; it exists only while `token-vendor demo` runs.
     token_url: http://{endpoint}/token
-    client_id: {id}
+    client_id: {id}                   # CHANGE: your client id (or client_id_file: PATH)
+    # CHANGE: never inline a real secret: use client_secret_file: /var/run/secrets/idp/client_secret
+    # (a mounted Kubernetes Secret, re-read on every request) or client_secret_env: NAME.
     client_secret: {secret}
-    scope: demo
-    outputs:
+    scope: demo                       # CHANGE: the scopes your API needs, or remove
+    outputs:                          # CHANGE: paths on the volume your app reads; keep the formats you need
       - {{path: {raw}, format: raw}}
       - {{path: {header}, format: header}}
       - {{path: {json}, format: json}}
       - {{path: {env}, format: env}}
 "#,
-        listen = q(&listen.to_string()),
+        listen_q = q(&listen.to_string()),
         id = DEMO_CLIENT_ID,
         secret = DEMO_CLIENT_SECRET,
         raw = q(&format!("{d}/token")),

@@ -163,6 +163,10 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        // Every labelled counter exists at zero from the start, so `rate()` and `increase()` work from the first scrape.
+        for result in [ReloadResult::success, ReloadResult::error] {
+            let _ = m.reloads.get_or_create(&ReloadLabels { result });
+        }
         Metrics { registry, ..m }
     }
 
@@ -291,6 +295,14 @@ mod tests {
         m.refresh_error("a", "timeout");
         m.refresh_error("b", "invalid_client");
         let text = m.encode(&state);
+        for result in ["success", "error"] {
+            assert!(
+                text.contains(&format!(
+                    "token_vendor_config_reloads_total{{result=\"{result}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
         assert!(
             text.contains("token_vendor_refresh_errors_total{token=\"a\",kind=\"timeout\"} 2"),
             "{text}"

@@ -5,4 +5,5 @@ mod helpers;
 mod check;
 mod daemon;
 mod once;
+mod operator;
 mod reliability;
