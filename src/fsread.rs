@@ -198,6 +198,70 @@ pub fn read_bounded(path: &Path, limit: u64, follow_symlinks: bool) -> Result<Ve
     read_counted(file, path, limit)
 }
 
+/// Reads the regular file `name` inside the open directory `dir` (never following a symlink at `name`, never
+/// blocking), at most `limit` bytes; also returns its metadata (owner, mode) from the descriptor that was read.
+/// `shown` is the path used in errors.
+pub fn read_bounded_at(
+    dir: &File,
+    name: &std::ffi::OsStr,
+    shown: &Path,
+    limit: u64,
+) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let open_err = |source: io::Error| ReadError::Open {
+        path: shown.to_path_buf(),
+        source,
+    };
+    let c = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let flags =
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name; the returned descriptor is owned below.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENXIO)) {
+            // SAFETY: as above; `st` is written by the call before it is read.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let rc = unsafe {
+                libc::fstatat(
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if rc == 0 {
+                let kind = match st.st_mode & libc::S_IFMT {
+                    libc::S_IFLNK => FileKind::Symlink,
+                    libc::S_IFIFO => FileKind::Fifo,
+                    libc::S_IFSOCK => FileKind::Socket,
+                    libc::S_IFCHR => FileKind::CharDevice,
+                    libc::S_IFBLK => FileKind::BlockDevice,
+                    libc::S_IFDIR => FileKind::Directory,
+                    _ => FileKind::Other,
+                };
+                return Err(ReadError::NotRegular {
+                    path: shown.to_path_buf(),
+                    kind,
+                });
+            }
+        }
+        return Err(open_err(e));
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular {
+            path: shown.to_path_buf(),
+            kind: FileKind::of(meta.file_type()),
+        });
+    }
+    Ok((read_counted(file, shown, limit)?, meta))
+}
+
 /// [`read_bounded`] on tokio's blocking pool.
 pub async fn read_bounded_async(
     path: PathBuf,
@@ -516,6 +580,39 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn reads_inside_a_directory_handle_refuse_the_same_things() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = File::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("f"), b"abc").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("f"), dir.path().join("link")).unwrap();
+        mkfifo(&dir.path().join("fifo"));
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let at = |name: &str, limit| {
+            read_bounded_at(
+                &d,
+                std::ffi::OsStr::new(name),
+                &dir.path().join(name),
+                limit,
+            )
+        };
+        assert_eq!(at("f", 3).unwrap().0, b"abc");
+        assert!(matches!(
+            at("f", 2).unwrap_err(),
+            ReadError::TooLarge { .. }
+        ));
+        for (name, kind) in [
+            ("link", FileKind::Symlink),
+            ("fifo", FileKind::Fifo),
+            ("sub", FileKind::Directory),
+        ] {
+            match at(name, 10) {
+                Err(ReadError::NotRegular { kind: k, .. }) => assert_eq!(k, kind, "{name}"),
+                other => panic!("{name}: {:?}", other.map(|r| r.0)),
+            }
+        }
     }
 
     #[test]
