@@ -196,6 +196,20 @@ impl Target {
         })
     }
 
+    /// A target whose directory could not be resolved: writes walk the path as given and report what fails.
+    pub fn unresolved(path: &Path) -> Target {
+        let dir = parent(path);
+        Target {
+            path: path.to_path_buf(),
+            dir: if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            },
+            name: path.file_name().unwrap_or_default().to_os_string(),
+        }
+    }
+
     /// The path as configured.
     pub fn path(&self) -> &Path {
         &self.path
