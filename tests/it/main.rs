@@ -4,5 +4,7 @@ mod helpers;
 
 mod check;
 mod daemon;
+mod hostile_output;
+mod hostile_state;
 mod once;
 mod reliability;
