@@ -54,7 +54,7 @@ fn planted_record(genuine: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> 
 /// never served, a real token is requested, and the refusal is logged exactly once with `expect` in it.
 fn second_run_refuses(sb: &Sandbox, server: &TokenServer, cfg: &Path, row: &mut Row, expect: &str) {
     let before = server.seen().len();
-    let mut p = Proc::spawn(
+    let p = Proc::spawn(
         &["run", "--config", cfg.to_str().unwrap()],
         sb.dir.path(),
         &[],
