@@ -321,3 +321,36 @@ fn h01g_a_genuine_state_is_still_adopted_without_a_request() {
     row.figure("token requests on restart: 0");
     row.pass();
 }
+
+#[test]
+fn state_dir_is_parsed_and_checked() {
+    use token_vendor::config::Config;
+    let base = "tokens:\n  - name: a\n    token_url: https://idp.example/token\n    client_id: c\n    client_secret: s\n    outputs: [{path: /tmp/x/token}]\n";
+    let c = Config::parse(
+        &format!("state_dir: /var/run/tv/state\n{base}"),
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/run/tv/state")));
+    assert_eq!(
+        Config::parse(base, Path::new("c.yaml")).unwrap().state_dir,
+        None
+    );
+    let e = Config::parse(&format!("state_dir: \"\"\n{base}"), Path::new("c.yaml")).unwrap_err();
+    assert_eq!(e.problems[0].path, "state_dir", "{e:?}");
+    // `check`: a state_dir below a regular file cannot be created.
+    let sb = Sandbox::new();
+    sb.write("file", "x");
+    let c = Config::parse(
+        &format!("state_dir: {}\n{base}", sb.path("file/state").display()),
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    let problems = c.check_files();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "state_dir" && p.message.contains("not a directory")),
+        "{problems:?}"
+    );
+}
