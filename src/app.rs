@@ -37,10 +37,16 @@ fn build_refresher(
     policy: RefreshPolicy,
     state: &Arc<State>,
     metrics: &Arc<Metrics>,
+    state_dir: Option<&Path>,
 ) -> Result<(Refresher<ClientVend>, Arc<Sink>), String> {
     let client = TokenClient::new(cfg, clients).map_err(|e| format!("token {}: {e}", cfg.name))?;
     let vend = ClientVend::new(client, cfg.client_id.clone(), cfg.client_secret.clone());
-    let sink = Arc::new(Sink::new(cfg.outputs.clone(), fingerprint(cfg)));
+    let sink = Arc::new(Sink::new(
+        &cfg.name,
+        cfg.outputs.clone(),
+        fingerprint(cfg),
+        state_dir,
+    ));
     state.register(&cfg.name, cfg.token_url.to_string());
     metrics.register_token(&cfg.name);
     // A step may take the whole request timeout plus a margin for writes before it counts as stalled.
@@ -125,8 +131,14 @@ impl Daemon {
 
     fn start(&mut self, cfg: &TokenConfig) -> Result<(), String> {
         let policy = self.config.refresh;
-        let (refresher, sink) =
-            build_refresher(cfg, &self.clients, policy, &self.state, &self.metrics)?;
+        let (refresher, sink) = build_refresher(
+            cfg,
+            &self.clients,
+            policy,
+            &self.state,
+            &self.metrics,
+            self.config.state_dir.as_deref(),
+        )?;
         let (stop, rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
@@ -369,7 +381,14 @@ pub async fn once(
     let mut tasks = Vec::new();
     let clients = HttpClients::default();
     for t in &config.tokens {
-        let (mut refresher, _) = build_refresher(t, &clients, config.refresh, &state, &metrics)?;
+        let (mut refresher, _) = build_refresher(
+            t,
+            &clients,
+            config.refresh,
+            &state,
+            &metrics,
+            config.state_dir.as_deref(),
+        )?;
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;

@@ -25,6 +25,8 @@ pub struct Config {
     pub refresh: RefreshPolicy,
     pub reload: ReloadConfig,
     pub on_exit: OnExit,
+    /// Where warm-start state and its key live; only this sidecar's uid may write it (`refresh::sink`).
+    pub state_dir: Option<PathBuf>,
     pub tokens: Vec<TokenConfig>,
 }
 
@@ -320,7 +322,15 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-const TOP_KEYS: &[&str] = &["listen", "log", "refresh", "reload", "on_exit", "tokens"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "log",
+    "refresh",
+    "reload",
+    "on_exit",
+    "state_dir",
+    "tokens",
+];
 
 /// Collects problems while a config is being parsed.
 struct Checker {
@@ -429,6 +439,14 @@ impl Config {
     /// Checks every file and variable the config refers to, without contacting any server.
     pub fn check_files(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        if let Some(d) = &self.state_dir {
+            if let Err(msg) = crate::output::check_writable(&d.join(".token-vendor-check")) {
+                problems.push(Problem {
+                    path: "state_dir".into(),
+                    message: msg,
+                });
+            }
+        }
         for (i, t) in self.tokens.iter().enumerate() {
             for (key, src) in [
                 ("client_id", &t.client_id),
@@ -564,6 +582,20 @@ fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
         }),
     };
 
+    let state_dir = match top.remove("state_dir") {
+        None => Some(None),
+        Some(v) => c.field::<PathBuf>(v, "state_dir").and_then(|p| {
+            if p.as_os_str().is_empty() {
+                c.problem(
+                    "state_dir",
+                    "must be a directory path, absolute or relative to the working directory",
+                );
+                return None;
+            }
+            Some(Some(p))
+        }),
+    };
+
     let tokens = match top.remove("tokens") {
         None => {
             c.problem(
@@ -600,6 +632,7 @@ fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
         refresh: refresh?,
         reload: reload?,
         on_exit: on_exit?,
+        state_dir: state_dir?,
         tokens: tokens?,
     })
 }

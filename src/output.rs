@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
@@ -85,7 +85,327 @@ pub struct WriteError {
 
 pub const TMP_MARK: &str = ".tv-tmp-";
 
+#[cfg(target_os = "linux")]
+const O_PATH: libc::c_int = libc::O_PATH;
+#[cfg(not(target_os = "linux"))]
+const O_PATH: libc::c_int = 0;
+
+/// A file the sidecar writes, its directory resolved once (at start or reload) to a path without symlinks.
+///
+/// Every write walks that resolved path from `/` again, one component at a time with `O_NOFOLLOW`, and then
+/// creates, renames and fsyncs through the directory descriptor it reached (`openat`, `renameat`). A directory
+/// component replaced by a symlink after start (say by the less privileged uid that owns a parent directory) is
+/// therefore never followed: the write is refused with an error naming the component, the old files stay, and
+/// the failure counts like any other output write error. A directory deleted after start is created again, as
+/// before. Symlinks that exist at resolution time (`/var/run -> /run`) are resolved once, then trusted as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The path as configured, for messages.
+    path: PathBuf,
+    /// The directory, absolute and free of symlinks when it was resolved.
+    dir: PathBuf,
+    name: std::ffi::OsString,
+}
+
+fn cstr(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `openat` returning an owned `File`.
+fn open_at(dir: &File, name: &std::ffi::OsStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = cstr(name)?;
+    // SAFETY: a valid descriptor and NUL-terminated name; the returned descriptor is owned by the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl Target {
+    /// Resolves the directory of `path` now: the nearest existing ancestor is canonicalized, missing parts appended.
+    pub fn resolve(path: &Path) -> Result<Target, WriteError> {
+        let err = |source: io::Error| WriteError {
+            path: path.to_path_buf(),
+            step: "resolve the directory",
+            source,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| {
+                err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the path has no file name",
+                ))
+            })?
+            .to_os_string();
+        let dir = parent(path);
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut missing = Vec::new();
+        let mut existing = dir;
+        let canonical = loop {
+            match existing.canonicalize() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match (existing.file_name(), existing.parent()) {
+                        (Some(n), Some(p)) => {
+                            missing.push(n.to_os_string());
+                            existing = if p.as_os_str().is_empty() {
+                                Path::new(".")
+                            } else {
+                                p
+                            };
+                        }
+                        _ => return Err(err(e)),
+                    }
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let mut dir = canonical;
+        for n in missing.into_iter().rev() {
+            dir.push(n);
+        }
+        Ok(Target {
+            path: path.to_path_buf(),
+            dir,
+            name,
+        })
+    }
+
+    /// A target whose directory could not be resolved: writes walk the path as given and report what fails.
+    pub fn unresolved(path: &Path) -> Target {
+        let dir = parent(path);
+        Target {
+            path: path.to_path_buf(),
+            dir: if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            },
+            name: path.file_name().unwrap_or_default().to_os_string(),
+        }
+    }
+
+    /// The path as configured.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn name(&self) -> &std::ffi::OsStr {
+        &self.name
+    }
+
+    /// Walks the resolved directory from `/` without following symlinks; creates missing directories (mode 0750,
+    /// owned like the file) when `create` says so. The last directory is opened readable, so it can be fsynced.
+    pub fn open_dir(&self, create: Option<(Option<u32>, Option<u32>)>) -> Result<File, WriteError> {
+        use std::os::fd::AsRawFd;
+        use std::path::Component;
+        let err = |step: &'static str| {
+            move |source: io::Error| WriteError {
+                path: self.path.clone(),
+                step,
+                source,
+            }
+        };
+        let mut fd = File::open("/").map_err(err("open /"))?;
+        let comps: Vec<&std::ffi::OsStr> = self
+            .dir
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let mut so_far = PathBuf::from("/");
+        for (i, n) in comps.iter().enumerate() {
+            so_far.push(n);
+            let last = i + 1 == comps.len();
+            let flags =
+                libc::O_DIRECTORY | libc::O_NOFOLLOW | if last { libc::O_RDONLY } else { O_PATH };
+            let next = match open_at(&fd, n, flags, 0) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create.is_some() => {
+                    let c = cstr(n).map_err(err("create the directory"))?;
+                    // SAFETY: valid descriptor and NUL-terminated name.
+                    match cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o750) }) {
+                        Ok(()) => {
+                            if let Some((uid, gid)) =
+                                create.filter(|(u, g)| u.is_some() || g.is_some())
+                            {
+                                let (u, g) =
+                                    (uid.map_or(u32::MAX, |u| u), gid.map_or(u32::MAX, |g| g));
+                                // SAFETY: as above; -1 (u32::MAX) leaves an id unchanged.
+                                cvt(unsafe {
+                                    libc::fchownat(
+                                        fd.as_raw_fd(),
+                                        c.as_ptr(),
+                                        u,
+                                        g,
+                                        libc::AT_SYMLINK_NOFOLLOW,
+                                    )
+                                })
+                                .map_err(err("create the directory"))?;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(err("create the directory")(e)),
+                    }
+                    open_at(&fd, n, flags, 0)
+                }
+                Err(e) if last && e.kind() == io::ErrorKind::PermissionDenied => {
+                    // A directory we may write and enter but not list: still usable, just not fsynced.
+                    open_at(&fd, n, libc::O_DIRECTORY | libc::O_NOFOLLOW | O_PATH, 0)
+                }
+                r => r,
+            };
+            fd = next.map_err(|e| {
+                if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+                    WriteError {
+                        path: self.path.clone(),
+                        step: "reach the directory",
+                        source: io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{} is no longer a directory (a symbolic link or file was put there after start); it is not followed",
+                                so_far.display()
+                            ),
+                        ),
+                    }
+                } else {
+                    err("reach the directory")(e)
+                }
+            })?;
+        }
+        Ok(fd)
+    }
+
+    /// Replaces the file atomically through the directory handle: temp file, write, owner and mode, fsync, rename, fsync the directory.
+    pub fn write(
+        &self,
+        bytes: &[u8],
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(), WriteError> {
+        use std::os::fd::AsRawFd;
+        let err = |step: &'static str| {
+            move |source: io::Error| WriteError {
+                path: self.path.clone(),
+                step,
+                source,
+            }
+        };
+        let dir = self.open_dir(Some((uid, gid)))?;
+        let tmp = std::ffi::OsString::from(format!(
+            ".{}{TMP_MARK}{:016x}",
+            self.name.to_string_lossy(),
+            rand::rng().random::<u64>()
+        ));
+        let result = (|| {
+            let mut f = open_at(
+                &dir,
+                &tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+            )
+            .map_err(err("create a temporary file"))?;
+            f.write_all(bytes).map_err(err("write"))?;
+            if uid.is_some() || gid.is_some() {
+                std::os::unix::fs::fchown(&f, uid, gid).map_err(err("set the owner"))?;
+            }
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(err("set the mode"))?;
+            f.sync_all().map_err(err("flush to disk"))?;
+            drop(f);
+            let (from, to) = (
+                cstr(&tmp).map_err(err("rename into place"))?,
+                cstr(&self.name).map_err(err("rename into place"))?,
+            );
+            // SAFETY: valid descriptor and NUL-terminated names.
+            cvt(unsafe {
+                libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr())
+            })
+            .map_err(err("rename into place"))
+        })();
+        if result.is_err() {
+            if let Ok(c) = cstr(&tmp) {
+                // SAFETY: valid descriptor and NUL-terminated name.
+                unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+            }
+            return result;
+        }
+        // The rename is only durable once the directory entry is; a failure here leaves the new file in place.
+        let _ = dir.sync_all();
+        Ok(())
+    }
+
+    /// Whether the file already holds these bytes, mode and owner (read through the directory handle, bounded).
+    pub fn holds(&self, bytes: &[u8], mode: u32, uid: Option<u32>, gid: Option<u32>) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dir) = self.open_dir(None) else {
+            return false;
+        };
+        match crate::fsread::read_bounded_at(&dir, &self.name, &self.path, bytes.len() as u64) {
+            Ok((b, meta)) => {
+                b == bytes
+                    && meta.permissions().mode() & 0o7777 == mode
+                    && uid.is_none_or(|u| u == meta.uid())
+                    && gid.is_none_or(|g| g == meta.gid())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Deletes the file (never through a symlinked directory).
+    pub fn remove(&self) -> Result<(), WriteError> {
+        use std::os::fd::AsRawFd;
+        let dir = self.open_dir(None)?;
+        let c = cstr(&self.name).map_err(|source| WriteError {
+            path: self.path.clone(),
+            step: "remove",
+            source,
+        })?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }).map_err(|source| {
+            WriteError {
+                path: self.path.clone(),
+                step: "remove",
+                source,
+            }
+        })
+    }
+
+    /// Removes temporary files a killed writer left next to this file.
+    pub fn remove_stale_temps(&self) {
+        remove_stale_temps(&self.dir.join(&self.name));
+    }
+}
+
 /// Replaces `path` atomically: temp file in the same directory, write, mode and owner, fsync, rename, fsync the directory.
+/// Resolves the directory now; a long-lived writer resolves a [`Target`] once and writes through it.
 pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
@@ -93,75 +413,7 @@ pub fn write_atomic(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Result<(), WriteError> {
-    let err = |step: &'static str| {
-        move |source: io::Error| WriteError {
-            path: path.to_path_buf(),
-            step,
-            source,
-        }
-    };
-    let dir = parent(path);
-    if !dir.as_os_str().is_empty() && !dir.is_dir() {
-        create_dirs(dir, uid, gid).map_err(err("create the directory"))?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}{TMP_MARK}{:016x}",
-        rand::rng().random::<u64>()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err("create a temporary file"))?;
-        f.write_all(bytes).map_err(err("write"))?;
-        if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::fchown(&f, uid, gid).map_err(err("set the owner"))?;
-        }
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(err("set the mode"))?;
-        f.sync_all().map_err(err("flush to disk"))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(err("rename into place"))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    // The rename is only durable once the directory entry is; a failure here leaves the new file in place.
-    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Creates the missing directories of `dir` with mode 0750, owned like the file, so its group can enter them.
-fn create_dirs(dir: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
-        .collect();
-    for d in missing.into_iter().rev() {
-        match fs::DirBuilder::new().mode(0o750).create(d) {
-            Ok(()) => {
-                if uid.is_some() || gid.is_some() {
-                    std::os::unix::fs::chown(d, uid, gid)?;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    Target::resolve(path)?.write(bytes, mode, uid, gid)
 }
 
 fn parent(path: &Path) -> &Path {
@@ -334,6 +586,48 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_resolution_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b/token");
+        let target = Target::resolve(&out).unwrap();
+        target.write(b"one", 0o640, None, None).unwrap();
+        // The same uid (or a less privileged one owning `a`) moves `b` away and plants a symlink to elsewhere.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::rename(dir.path().join("a/b"), dir.path().join("a/b-old")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("a/b")).unwrap();
+        let e = target.write(b"two", 0o640, None, None).unwrap_err();
+        assert_eq!(e.step, "reach the directory", "{e}");
+        assert!(e.to_string().contains("is not followed"), "{e}");
+        assert!(e.to_string().contains("a/b"), "{e}");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written through the symlink"
+        );
+        assert!(!target.holds(b"one", 0o640, None, None));
+        assert!(target.remove().is_err());
+        assert_eq!(fs::read(dir.path().join("a/b-old/token")).unwrap(), b"one");
+        // A symlink that is there when the path is resolved is resolved once, like any path.
+        let again = Target::resolve(&out).unwrap();
+        again.write(b"three", 0o640, None, None).unwrap();
+        assert_eq!(fs::read(elsewhere.join("token")).unwrap(), b"three");
+    }
+
+    #[test]
+    fn a_directory_deleted_after_resolution_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::resolve(&dir.path().join("a/token")).unwrap();
+        target.write(b"one", 0o640, None, None).unwrap();
+        assert!(target.holds(b"one", 0o640, None, None));
+        fs::remove_dir_all(dir.path().join("a")).unwrap();
+        target.write(b"two", 0o640, None, None).unwrap();
+        assert_eq!(fs::read(dir.path().join("a/token")).unwrap(), b"two");
+        target.remove().unwrap();
+        assert!(!dir.path().join("a/token").exists());
     }
 
     #[test]

@@ -170,13 +170,23 @@ impl<V: Vend> Refresher<V> {
     }
 
     /// Adopts a still-valid token left by an earlier run; returns the delay to its planned refresh.
-    pub fn warm_start(&mut self) -> Option<Duration> {
+    pub async fn warm_start(&mut self) -> Option<Duration> {
         let now = self.clock.wall();
-        let token = self.sink.load_warm(now)?;
-        if let Err(e) = self.sink.write(&token, true) {
-            tracing::warn!(token = %self.name, error = %e, "could not restore an output from the saved token; requesting a new one");
-            return None;
-        }
+        // File work runs on the blocking pool: the runtime thread never waits on a disk.
+        let sink = self.sink.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let token = sink.load_warm(now)?;
+            Some(sink.write(&token, true).map(|()| token))
+        })
+        .await
+        .ok()??;
+        let token = match restored {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(token = %self.name, error = %e, "could not restore an output from the saved token; requesting a new one");
+                return None;
+            }
+        };
         let next = self.plan(&token, now);
         tracing::info!(
             token = %self.name,
@@ -355,7 +365,7 @@ impl<V: Vend> Refresher<V> {
             state: self.state.clone(),
             name: self.name.clone(),
         };
-        let first = self.warm_start().unwrap_or_default();
+        let first = self.warm_start().await.unwrap_or_default();
         let mut at = self.clock.mono() + first;
         loop {
             self.announce(at);

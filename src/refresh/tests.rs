@@ -89,7 +89,7 @@ fn rig() -> Rig {
     state.register("t", "http://test/token".into());
     Rig {
         state,
-        sink: Arc::new(Sink::new(outputs, "fp".into())),
+        sink: Arc::new(Sink::new("t", outputs, "fp".into(), None)),
         _dir: dir,
     }
 }

@@ -4,6 +4,8 @@ mod helpers;
 
 mod check;
 mod daemon;
+mod hostile_output;
+mod hostile_state;
 mod once;
 mod operator;
 mod reliability;

@@ -72,6 +72,24 @@ pub const ROWS: &[(&str, &str)] = &[
         "12. TLS: self-signed CA refused without ca_file, accepted with it",
     ),
     ("12b", "12. TLS: client certificate (mTLS)"),
+    // Issue 9, hostile environment (branch fs; to merge into the hostile table).
+    (
+        "h01a",
+        "H1. Warm-start state: forged record, chosen token, no valid MAC",
+    ),
+    (
+        "h01b",
+        "H1. Warm-start state: record owned by the output uid (root)",
+    ),
+    ("h01c", "H1. Warm-start state: record issued in the future"),
+    ("h01d", "H1. Warm-start state: lifetime of years"),
+    ("h01e", "H1. Warm-start state: FIFO at the state path"),
+    ("h01f", "H1. Warm-start state: symlink to another file"),
+    ("h01g", "H1. Warm-start state: genuine state still adopted"),
+    (
+        "h05b",
+        "H5. Output directory swapped for a symlink after start",
+    ),
 ];
 
 #[derive(Serialize, Deserialize, Clone)]
