@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod auth_blocks;
 mod check;
 mod daemon;
 mod once;
