@@ -5,5 +5,6 @@ mod helpers;
 mod auth_blocks;
 mod check;
 mod daemon;
+mod exchange_server;
 mod once;
 mod reliability;
