@@ -1,6 +1,8 @@
 //! OAuth2 access tokens: the `Token` and its timing rules, and the client that vends them.
 
 pub mod client;
+pub mod discovery;
+pub mod jws;
 #[allow(clippy::module_inception)]
 pub mod token;
 

@@ -2,8 +2,10 @@
 
 mod helpers;
 
+mod auth_blocks;
 mod check;
 mod daemon;
+mod exchange_server;
 mod hostile_output;
 mod hostile_state;
 mod once;

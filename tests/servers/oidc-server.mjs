@@ -6,12 +6,15 @@
 // CONFIG.json: {"port": 0, "ttl": 6, "issuer_resource": null,
 //               "scopes": ["read", "write"], "strict_auth": false,   (optional; defaults)
 //               "clients": [{"client_id": "...", "client_secret": "...",
-//                            "auth": "client_secret_basic" | "client_secret_post"}]}
+//                            "auth": "client_secret_basic" | "client_secret_post"},
+//                           {"client_id": "...", "auth": "private_key_jwt",
+//                            "public_key_pem": "-----BEGIN PUBLIC KEY-----..." | [...] | "jwks": {"keys": [...]},
+//                            "signing_alg": "ES256", "kid": "..."}]}              (optional)
 //
 // Prints exactly one line to stdout once listening: `READY http://127.0.0.1:<port>/token`.
 // Everything else goes to stderr. SIGHUP re-reads the file (clients, ttl, strict_auth,
 // issuer_resource; changes to port and scopes are ignored). SIGTERM/SIGINT exit with status 0.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import process from 'node:process';
@@ -25,7 +28,24 @@ if (!configPath) {
   process.exit(2);
 }
 
-const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
+const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post', 'private_key_jwt']);
+// oidc-provider's default list lacks ES384; HS* stays off (no client_secret_jwt here).
+const CLIENT_AUTH_ALGS = ['RS256', 'PS256', 'ES256', 'ES384'];
+
+// A private_key_jwt client's verification keys: given as a JWKS, or as SPKI PEMs turned into JWKs here.
+function clientJwks(c) {
+  if (c.jwks !== undefined) {
+    if (!Array.isArray(c.jwks?.keys)) throw new Error(`client ${c.client_id}: jwks must be {"keys": [...]}`);
+    return c.jwks;
+  }
+  const pems = Array.isArray(c.public_key_pem) ? c.public_key_pem : [c.public_key_pem];
+  if (!pems.length || !pems.every((p) => typeof p === 'string' && p.includes('BEGIN PUBLIC KEY'))) {
+    throw new Error(`client ${c.client_id}: private_key_jwt needs jwks or public_key_pem (SPKI PEM, or an array of them)`);
+  }
+  return {
+    keys: pems.map((p) => ({ ...createPublicKey(p).export({ format: 'jwk' }), ...(c.kid ? { kid: c.kid } : {}) })),
+  };
+}
 
 function loadConfig() {
   const raw = JSON.parse(readFileSync(configPath, 'utf8'));
@@ -46,17 +66,26 @@ function loadConfig() {
   for (const c of raw.clients) {
     const auth = c.auth ?? 'client_secret_basic';
     if (typeof c.client_id !== 'string' || !c.client_id) throw new Error('client_id must be a non-empty string');
-    if (typeof c.client_secret !== 'string' || !c.client_secret) throw new Error(`client ${c.client_id}: client_secret must be a non-empty string`);
     if (!AUTH_METHODS.has(auth)) throw new Error(`client ${c.client_id}: auth must be one of ${[...AUTH_METHODS].join(', ')}`);
     if (clients.has(c.client_id)) throw new Error(`duplicate client_id ${c.client_id}`);
-    clients.set(c.client_id, {
+    const metadata = {
       client_id: c.client_id,
-      client_secret: c.client_secret,
       grant_types: ['client_credentials'],
       response_types: [],
       redirect_uris: [],
       token_endpoint_auth_method: auth,
-    });
+    };
+    if (auth === 'private_key_jwt') {
+      metadata.jwks = clientJwks(c);
+      if (c.signing_alg !== undefined) {
+        if (!CLIENT_AUTH_ALGS.includes(c.signing_alg)) throw new Error(`client ${c.client_id}: signing_alg must be one of ${CLIENT_AUTH_ALGS.join(', ')}`);
+        metadata.token_endpoint_auth_signing_alg = c.signing_alg;
+      }
+    } else {
+      if (typeof c.client_secret !== 'string' || !c.client_secret) throw new Error(`client ${c.client_id}: client_secret must be a non-empty string`);
+      metadata.client_secret = c.client_secret;
+    }
+    clients.set(c.client_id, metadata);
   }
   return { port, ttl, issuerResource, scopes, strictAuth, clients };
 }
@@ -145,6 +174,7 @@ const provider = new Provider(issuer, {
   scopes: ['openid', ...startupScopes],
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   clientAuthMethods: [...AUTH_METHODS],
+  enabledJWA: { clientAuthSigningAlgValues: CLIENT_AUTH_ALGS },
   features: {
     clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
@@ -185,8 +215,10 @@ provider.use(async (ctx, next) => {
   await next();
   const client = ctx.oidc?.client;
   if (!config.strictAuth || ctx.status !== 200 || ctx.oidc?.route !== 'token' || !client) return;
-  const used = ctx.headers.authorization !== undefined ? 'client_secret_basic' : 'client_secret_post';
   const registered = config.clients.get(client.clientId)?.token_endpoint_auth_method;
+  // oidc-provider itself refuses an assertion for a secret client and a secret for a key client.
+  if (registered === 'private_key_jwt') return;
+  const used = ctx.headers.authorization !== undefined ? 'client_secret_basic' : 'client_secret_post';
   if (used !== registered) {
     log(`strict_auth: ${client.clientId} used ${used}, registered ${registered}: answering 401`);
     ctx.status = 401;
