@@ -6,6 +6,8 @@
 //!                                             [--chart docs/fleet-sim.png] [--csv FILE]
 //! ```
 //!
+//! `--chart` needs `--features fleet-sim-chart` (the plotting crates; bench/run builds with it).
+//!
 //! Model: requests take no time and the server has no capacity limit, so the request rate is exactly what the
 //! policies ask of it. Pods start uniformly over the first hour; the steady state is measured from 4 h to the
 //! outage at 12 h (by then the start-up ripples have mixed); the outage is total (every request fails, transient);
@@ -329,6 +331,13 @@ fn secs(d: Duration) -> String {
 
 fn main() {
     let args = parse_args();
+    if let Some(path) = args
+        .chart
+        .as_deref()
+        .filter(|_| !cfg!(feature = "fleet-sim-chart"))
+    {
+        draw_chart(path, &[], Duration::ZERO, Duration::ZERO); // says how to build it, before the long run
+    }
     let outage_at = 12 * HOUR;
     let sim = |policy| Sim {
         args: &args,
@@ -435,13 +444,27 @@ fn main() {
         std::fs::write(path, out).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
     }
     if let Some(path) = &args.chart {
-        chart::draw(path, &reports, outage_at, args.outage)
-            .unwrap_or_else(|e| die(&format!("chart {}: {e}", path.display())));
-        println!("\nchart: {}", path.display());
+        draw_chart(path, &reports, outage_at, args.outage);
     }
 }
 
+#[cfg(feature = "fleet-sim-chart")]
+fn draw_chart(path: &std::path::Path, reports: &[Report], outage_at: Duration, outage: Duration) {
+    chart::draw(path, reports, outage_at, outage)
+        .unwrap_or_else(|e| die(&format!("chart {}: {e}", path.display())));
+    println!("\nchart: {}", path.display());
+}
+
+#[cfg(not(feature = "fleet-sim-chart"))]
+fn draw_chart(path: &std::path::Path, _: &[Report], _: Duration, _: Duration) {
+    die(&format!(
+        "cannot draw {}: built without the plotting crates; build with --features fleet-sim-chart (bench/run does)",
+        path.display()
+    ));
+}
+
 /// The PNG: one panel per policy, request rate over time around the outage.
+#[cfg(feature = "fleet-sim-chart")]
 mod chart {
     use super::*;
     use plotters::prelude::*;

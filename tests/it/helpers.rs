@@ -763,16 +763,22 @@ pub struct OidcServer {
 }
 
 impl OidcServer {
-    /// Starts `tests/servers/oidc-server.mjs` with this JSON config; `None` (with a loud message) if node_modules is missing.
+    /// Kept for callers written against the old signature: always `Some`, since a missing oidc-provider fails the
+    /// test (see `launch`).
     pub fn start(dir: &Path, config: serde_json::Value) -> Option<OidcServer> {
+        Some(Self::launch(dir, config))
+    }
+
+    /// Starts `tests/servers/oidc-server.mjs` with this JSON config. A missing oidc-provider is a test failure with
+    /// the reason, never a silent pass: scripts/install-tools installs it.
+    pub fn launch(dir: &Path, config: serde_json::Value) -> OidcServer {
         let root = repo_root();
-        if !root
-            .join("tests/servers/node_modules/oidc-provider")
-            .exists()
-        {
-            eprintln!("!!! SKIPPED: oidc-provider is not installed; run scripts/install-tools (scripts/test does) !!!");
-            return None;
-        }
+        assert!(
+            root.join("tests/servers/node_modules/oidc-provider")
+                .exists(),
+            "oidc-provider is not installed in tests/servers/node_modules: run scripts/install-tools \
+             (scripts/test does); this test cannot run without it"
+        );
         let cfg = dir.join("oidc.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
         let stderr = dir.join("oidc.stderr");
@@ -783,7 +789,7 @@ impl OidcServer {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
-            .expect("node");
+            .unwrap_or_else(|e| panic!("cannot start node (needed for oidc-provider): {e}"));
         let mut out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -811,12 +817,12 @@ impl OidcServer {
             .expect("READY line")
             .trim()
             .to_string();
-        Some(OidcServer {
+        OidcServer {
             child,
             url,
             config: cfg,
             stderr,
-        })
+        }
     }
 
     pub fn reload(&self, config: serde_json::Value) {

@@ -199,6 +199,31 @@ pub fn json_times(sb: &Sandbox) -> Option<(String, SystemTime, SystemTime, Syste
     ))
 }
 
+/// Polls `/status` of the (only) token until `ok` holds for it; panics with the last one after `timeout`. State is
+/// published by the refresher task after the files are written, so an assertion on it must wait, not read once.
+pub fn wait_status(
+    p: &mut Proc,
+    timeout: Duration,
+    what: &str,
+    mut ok: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let addr = p.wait_admin();
+    let mut last = serde_json::Value::Null;
+    let done = eventually(timeout, || {
+        last = http_get(addr, "/status")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .map(|v| v["tokens"][0].clone())
+            .unwrap_or(serde_json::Value::Null);
+        ok(&last)
+    });
+    assert!(
+        done,
+        "timed out after {timeout:?} waiting for {what} in /status; last: {last}\n{}",
+        p.describe()
+    );
+    last
+}
+
 /// `/status` of the (only) token.
 pub fn status(p: &mut Proc) -> serde_json::Value {
     let (code, body) = p.get("/status");
