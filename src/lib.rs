@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod output;
