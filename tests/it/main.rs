@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod admin_flood;
 mod check;
 mod daemon;
 mod once;

@@ -2,7 +2,7 @@
 //! disks, crashes, signals, broken reloads, hostile input and TLS; each scenario records its row for `docs/reliability.md`.
 
 mod common;
-mod report;
+pub(crate) mod report;
 
 mod crash;
 mod disk;

@@ -74,6 +74,18 @@ pub const ROWS: &[(&str, &str)] = &[
     ("12b", "12. TLS: client certificate (mTLS)"),
 ];
 
+/// Issue 9, the hostile-environment rows (ids `h…`), rendered as their own table after `ROWS`.
+pub const ROWS_HOSTILE: &[(&str, &str)] = &[
+    (
+        "h02a",
+        "Admin port flood: 2,000 idle + 200 slow-header connections for 30 s",
+    ),
+    (
+        "h02b",
+        "Admin port flood under a 32 MiB memory cgroup (root)",
+    ),
+];
+
 #[derive(Serialize, Deserialize, Clone)]
 struct Record {
     id: String,
@@ -99,8 +111,9 @@ impl Row {
     pub fn new(id: &str, injected: &str, checked: &str) -> Row {
         let scenario = ROWS
             .iter()
+            .chain(ROWS_HOSTILE)
             .find(|(i, _)| *i == id)
-            .unwrap_or_else(|| panic!("row {id} is not listed in report::ROWS"))
+            .unwrap_or_else(|| panic!("row {id} is not listed in report::ROWS or ROWS_HOSTILE"))
             .1;
         Row {
             rec: Record {
@@ -232,58 +245,66 @@ fn render(rows: &[Record]) -> String {
          Every scenario also scans every log line, `/status`, `/readyz`, `/livez`, `/metrics` body and error message \
          it saw for every client secret, client id and issued token (scenario 10).\n"
     );
-    let _ = writeln!(
-        out,
-        "| # | Scenario | Injected | Checked | Result | Measured | Time |"
-    );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     let (mut pass, mut other, mut texts, mut bytes) = (0, 0, 0u64, 0u64);
-    for (id, scenario) in ROWS {
-        match rows.iter().find(|r| r.id == *id) {
-            Some(r) => {
-                if r.result == "pass" {
-                    pass += 1;
-                } else {
-                    other += 1;
-                }
-                texts += r.leak_texts;
-                bytes += r.leak_bytes;
-                let mut figures = r.figures.join("; ");
-                if r.leak_texts > 0 && r.result == "pass" {
-                    if !figures.is_empty() {
-                        figures.push_str("; ");
+    for (table, list) in [
+        (None, ROWS),
+        (Some("## Hostile environment (issue 9)"), ROWS_HOSTILE),
+    ] {
+        if let Some(t) = table {
+            let _ = writeln!(out, "\n{t}\n");
+        }
+        let _ = writeln!(
+            out,
+            "| # | Scenario | Injected | Checked | Result | Measured | Time |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+        for (id, scenario) in list {
+            match rows.iter().find(|r| r.id == *id) {
+                Some(r) => {
+                    if r.result == "pass" {
+                        pass += 1;
+                    } else {
+                        other += 1;
                     }
-                    figures.push_str(&format!(
-                        "leak scan: {} texts, {} KiB, 0 hits",
-                        r.leak_texts,
-                        r.leak_bytes.div_ceil(1024)
-                    ));
+                    texts += r.leak_texts;
+                    bytes += r.leak_bytes;
+                    let mut figures = r.figures.join("; ");
+                    if r.leak_texts > 0 && r.result == "pass" {
+                        if !figures.is_empty() {
+                            figures.push_str("; ");
+                        }
+                        figures.push_str(&format!(
+                            "leak scan: {} texts, {} KiB, 0 hits",
+                            r.leak_texts,
+                            r.leak_bytes.div_ceil(1024)
+                        ));
+                    }
+                    let result = if r.result == "pass" {
+                        "pass".to_string()
+                    } else {
+                        format!("**{}**", r.result)
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {id} | {} | {} | {} | {result} | {} | {:.1} s |",
+                        cell(&r.scenario),
+                        cell(&r.injected),
+                        cell(&r.checked),
+                        cell(&figures),
+                        r.seconds
+                    );
                 }
-                let result = if r.result == "pass" {
-                    "pass".to_string()
-                } else {
-                    format!("**{}**", r.result)
-                };
-                let _ = writeln!(
-                    out,
-                    "| {id} | {} | {} | {} | {result} | {} | {:.1} s |",
-                    cell(&r.scenario),
-                    cell(&r.injected),
-                    cell(&r.checked),
-                    cell(&figures),
-                    r.seconds
-                );
-            }
-            None => {
-                other += 1;
-                let _ = writeln!(out, "| {id} | {} | | | **not run** | | |", cell(scenario));
+                None => {
+                    other += 1;
+                    let _ = writeln!(out, "| {id} | {} | | | **not run** | | |", cell(scenario));
+                }
             }
         }
     }
     let _ = writeln!(
         out,
         "\n{pass} of {} rows pass{}. Leak scan over all rows: {texts} texts, {} KiB, 0 hits.",
-        ROWS.len(),
+        ROWS.len() + ROWS_HOSTILE.len(),
         if other == 0 {
             String::new()
         } else {
