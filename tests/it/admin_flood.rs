@@ -73,6 +73,21 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// TcpExt ListenOverflows: SYNs and handshakes dropped because an accept queue was full (whole network namespace).
+fn listen_overflows() -> u64 {
+    let t = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = t.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -204,6 +219,7 @@ fn flood(enter: impl FnOnce(u32)) -> Figures {
         |pid| status_kib(pid, "RssAnon:").unwrap_or(0) + status_kib(pid, "RssShmem:").unwrap_or(0);
     let mut peak_private_kib = private(pid);
 
+    let overflows_before = listen_overflows();
     let counters = Arc::new(Counters::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -289,11 +305,12 @@ fn flood(enter: impl FnOnce(u32)) -> Figures {
         .map(|v| v["admin"].clone())
         .unwrap_or_default();
     let attack = format!(
-        "{} attacker connections made ({} failed to connect), {} closed by the server, {} slow-header bytes sent",
+        "{} attacker connections made ({} failed to connect), {} closed by the server, {} slow-header bytes sent; {} accept-queue overflows (TcpExt ListenOverflows)",
         counters.connected.load(Relaxed),
         counters.connect_failed.load(Relaxed),
         counters.closed_by_server.load(Relaxed),
-        counters.bytes_sent.load(Relaxed)
+        counters.bytes_sent.load(Relaxed),
+        listen_overflows().saturating_sub(overflows_before)
     );
     let f = Figures {
         peak_rss_kib,
