@@ -72,17 +72,14 @@ pub const ROWS: &[(&str, &str)] = &[
         "12. TLS: self-signed CA refused without ca_file, accepted with it",
     ),
     ("12b", "12. TLS: client certificate (mTLS)"),
-];
-
-/// Issue 9, the hostile-environment rows (ids `h…`), rendered as their own table after `ROWS`.
-pub const ROWS_HOSTILE: &[(&str, &str)] = &[
+    // Issue 9, hostile environment (branch admin; to merge into the hostile table).
     (
         "h02a",
-        "Admin port flood: 2,000 idle + 200 slow-header connections for 30 s",
+        "H2. Admin port flood: 2,000 idle + 200 slow-header connections for 30 s",
     ),
     (
         "h02b",
-        "Admin port flood under a 32 MiB memory cgroup (root)",
+        "H2. Admin port flood under a 32 MiB memory cgroup (root)",
     ),
 ];
 
@@ -111,9 +108,8 @@ impl Row {
     pub fn new(id: &str, injected: &str, checked: &str) -> Row {
         let scenario = ROWS
             .iter()
-            .chain(ROWS_HOSTILE)
             .find(|(i, _)| *i == id)
-            .unwrap_or_else(|| panic!("row {id} is not listed in report::ROWS or ROWS_HOSTILE"))
+            .unwrap_or_else(|| panic!("row {id} is not listed in report::ROWS"))
             .1;
         Row {
             rec: Record {
@@ -245,66 +241,58 @@ fn render(rows: &[Record]) -> String {
          Every scenario also scans every log line, `/status`, `/readyz`, `/livez`, `/metrics` body and error message \
          it saw for every client secret, client id and issued token (scenario 10).\n"
     );
+    let _ = writeln!(
+        out,
+        "| # | Scenario | Injected | Checked | Result | Measured | Time |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     let (mut pass, mut other, mut texts, mut bytes) = (0, 0, 0u64, 0u64);
-    for (table, list) in [
-        (None, ROWS),
-        (Some("## Hostile environment (issue 9)"), ROWS_HOSTILE),
-    ] {
-        if let Some(t) = table {
-            let _ = writeln!(out, "\n{t}\n");
-        }
-        let _ = writeln!(
-            out,
-            "| # | Scenario | Injected | Checked | Result | Measured | Time |"
-        );
-        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
-        for (id, scenario) in list {
-            match rows.iter().find(|r| r.id == *id) {
-                Some(r) => {
-                    if r.result == "pass" {
-                        pass += 1;
-                    } else {
-                        other += 1;
-                    }
-                    texts += r.leak_texts;
-                    bytes += r.leak_bytes;
-                    let mut figures = r.figures.join("; ");
-                    if r.leak_texts > 0 && r.result == "pass" {
-                        if !figures.is_empty() {
-                            figures.push_str("; ");
-                        }
-                        figures.push_str(&format!(
-                            "leak scan: {} texts, {} KiB, 0 hits",
-                            r.leak_texts,
-                            r.leak_bytes.div_ceil(1024)
-                        ));
-                    }
-                    let result = if r.result == "pass" {
-                        "pass".to_string()
-                    } else {
-                        format!("**{}**", r.result)
-                    };
-                    let _ = writeln!(
-                        out,
-                        "| {id} | {} | {} | {} | {result} | {} | {:.1} s |",
-                        cell(&r.scenario),
-                        cell(&r.injected),
-                        cell(&r.checked),
-                        cell(&figures),
-                        r.seconds
-                    );
-                }
-                None => {
+    for (id, scenario) in ROWS {
+        match rows.iter().find(|r| r.id == *id) {
+            Some(r) => {
+                if r.result == "pass" {
+                    pass += 1;
+                } else {
                     other += 1;
-                    let _ = writeln!(out, "| {id} | {} | | | **not run** | | |", cell(scenario));
                 }
+                texts += r.leak_texts;
+                bytes += r.leak_bytes;
+                let mut figures = r.figures.join("; ");
+                if r.leak_texts > 0 && r.result == "pass" {
+                    if !figures.is_empty() {
+                        figures.push_str("; ");
+                    }
+                    figures.push_str(&format!(
+                        "leak scan: {} texts, {} KiB, 0 hits",
+                        r.leak_texts,
+                        r.leak_bytes.div_ceil(1024)
+                    ));
+                }
+                let result = if r.result == "pass" {
+                    "pass".to_string()
+                } else {
+                    format!("**{}**", r.result)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {id} | {} | {} | {} | {result} | {} | {:.1} s |",
+                    cell(&r.scenario),
+                    cell(&r.injected),
+                    cell(&r.checked),
+                    cell(&figures),
+                    r.seconds
+                );
+            }
+            None => {
+                other += 1;
+                let _ = writeln!(out, "| {id} | {} | | | **not run** | | |", cell(scenario));
             }
         }
     }
     let _ = writeln!(
         out,
         "\n{pass} of {} rows pass{}. Leak scan over all rows: {texts} texts, {} KiB, 0 hits.",
-        ROWS.len() + ROWS_HOSTILE.len(),
+        ROWS.len(),
         if other == 0 {
             String::new()
         } else {
