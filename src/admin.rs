@@ -329,6 +329,20 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
+/// Accept-queue length asked for (the kernel clamps it to `net.core.somaxconn`, 4096 by default).
+const ACCEPT_QUEUE: libc::c_int = 4096;
+
+/// Lengthens the accept queue of a listening socket (tokio binds with 1024): when a flood's reconnects arrive in a
+/// burst, a full queue drops the kubelet's SYN, which is retried only after a second, past the probe's timeout. Calling
+/// `listen` again on a listening socket only changes its backlog.
+fn deepen_accept_queue(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a descriptor the listener owns and keeps open for the duration of the call.
+    if unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_QUEUE) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lengthen the admin accept queue");
+    }
+}
+
 /// Serves until `shutdown` completes, with `Limits` sized by the process's descriptor limit.
 pub async fn serve(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
     let nofile = crate::limits::nofile().map_or(1024, |n| n.soft);
@@ -344,6 +358,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    deepen_accept_queue(&listener);
     let conns = Conns::new(limits.max_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
