@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod fsread;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod output;

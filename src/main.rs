@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             };
             logging::init(&cfg.log);
+            token_vendor::limits::raise_fd_limit();
             for w in cfg.warnings() {
                 tracing::warn!(file = %config.display(), key = %w.path, "{}", w.message);
             }

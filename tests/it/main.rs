@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod admin_flood;
 mod auth_blocks;
 mod check;
 mod daemon;

@@ -76,7 +76,11 @@ pub const ROWS: &[(&str, &str)] = &[
         "12. TLS: self-signed CA refused without ca_file, accepted with it",
     ),
     ("12b", "12. TLS: client certificate (mTLS)"),
-    // Issue 9, hostile environment (branch fs; to merge into the hostile table).
+];
+
+/// The second table, "Hostile environment" (issue 9's scenarios): ids start with `h` (`h01`, `h02a`, ...), in order.
+/// Scenario tests add their row here and use the same `Row` API.
+pub const ROWS_HOSTILE: &[(&str, &str)] = &[
     (
         "h01a",
         "H1. Warm-start state: forged record, chosen token, no valid MAC",
@@ -91,14 +95,18 @@ pub const ROWS: &[(&str, &str)] = &[
     ("h01f", "H1. Warm-start state: symlink to another file"),
     ("h01g", "H1. Warm-start state: genuine state still adopted"),
     (
+        "h02a",
+        "H2. Admin port flood: 2,000 idle + 200 slow-header connections for 30 s",
+    ),
+    (
+        "h02b",
+        "H2. Admin port flood under a 32 MiB memory cgroup (root)",
+    ),
+    (
         "h05b",
         "H5. Output directory swapped for a symlink after start",
     ),
 ];
-
-/// The second table, "Hostile environment" (issue 9's scenarios): ids start with `h` (`h01`, `h02a`, ...), in order.
-/// Scenario tests add their row here and use the same `Row` API.
-pub const ROWS_HOSTILE: &[(&str, &str)] = &[];
 
 /// Both tables: (heading, rows).
 fn tables() -> [(&'static str, &'static [(&'static str, &'static str)]); 2] {
