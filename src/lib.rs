@@ -1,10 +1,13 @@
-//! token-vendor: config → credentials → token client → refresher → sinks (files), with a shared state read by the admin server.
+//! token-vendor: config → credentials / client authentication → token client → refresher → sinks (files), with a shared state read by the admin server.
 //!
-//! `config` checks the YAML once; `credentials` reads the client id and secret; `token` vends and times tokens;
-//! `refresh` keeps each token fresh and writes it through `output`; `state` and `metrics` are what `admin` serves.
+//! `config` checks the YAML once into domain types; `credentials` reads secrets, `token::auth` applies them to each
+//! request; `token` vends and times tokens; `refresh` keeps each token fresh and writes it through `output`; `state`
+//! and `metrics` are what `admin` serves; `check` validates a config and the files it names. No module imports one
+//! to its left in that chain.
 
 pub mod admin;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
