@@ -2,8 +2,9 @@
 //!
 //! `config` checks the YAML once into domain types; `credentials` reads secrets, `token::auth` applies them to each
 //! request; `token` vends and times tokens; `refresh` keeps each token fresh and writes it through `output`; `state`
-//! and `metrics` are what `admin` serves; `check` validates a config and the files it names. No module imports one
-//! to its left in that chain.
+//! and `metrics` are what `admin` serves; `check` validates a config and the files it names. Imports follow the
+//! chain backwards only: `config` builds the request's domain types (`token::auth`, `token::grant`, `token::http`)
+//! but knows neither the token client nor `output`, and nothing under `token` imports `config`.
 
 pub mod admin;
 pub mod app;
