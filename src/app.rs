@@ -12,12 +12,13 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::clock::Clock;
-use crate::config::{Config, OnExit, Problem, RefreshPolicy, TokenConfig};
+use crate::config::{Config, ConfigError, OnExit, RefreshPolicy, TokenConfig};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
-use crate::token::client::HttpClients;
-use crate::token::TokenClient;
+use crate::token::error::chain;
+use crate::token::http::{HttpClientError, HttpClients};
+use crate::token::{RequestSpec, TokenClient};
 use crate::watch::{watched_dirs, DirWatch};
 
 /// How long shutdown waits for in-flight writes before giving up on them.
@@ -30,6 +31,97 @@ pub enum Control {
     Reload,
 }
 
+/// Why a command could not do its work. `main` prints it with its causes and picks the exit code from it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A token's HTTP client cannot be built (an unreadable CA file, say).
+    #[error("token {token}")]
+    Client {
+        token: String,
+        #[source]
+        source: HttpClientError,
+    },
+    /// The daemon could not start a token; a runtime failure, as it has always been for `run`.
+    #[error(transparent)]
+    Start(Box<Error>),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("a token task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// `once` could not vend these tokens.
+    #[error("{} token(s) FAILED", .0.len())]
+    TokensFailed(Vec<OnceFailure>),
+    #[error("cannot start the demo endpoint")]
+    DemoEndpoint(#[source] std::io::Error),
+    #[error("cannot write {}", path.display())]
+    DemoConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// 0 ok, 1 runtime failure, 2 usage or config error (the codes of `--help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Client { .. } | Error::Task(_) => 2,
+            Error::Start(_)
+            | Error::Listen { .. }
+            | Error::Signals(_)
+            | Error::Runtime(_)
+            | Error::TokensFailed(_)
+            | Error::DemoEndpoint(_)
+            | Error::DemoConfig { .. } => 1,
+        }
+    }
+}
+
+/// What a token is requested with, from its config.
+pub fn request_spec(cfg: &TokenConfig) -> RequestSpec {
+    let mut fields = Vec::new();
+    if let Some(s) = &cfg.scope {
+        fields.push(("scope".to_string(), s.clone()));
+    }
+    if let Some(a) = &cfg.audience {
+        fields.push(("audience".to_string(), a.clone()));
+    }
+    for r in &cfg.resource {
+        fields.push(("resource".to_string(), r.clone()));
+    }
+    for (k, v) in &cfg.params {
+        fields.push((k.clone(), v.clone()));
+    }
+    RequestSpec {
+        url: cfg.token_url.clone(),
+        auth: cfg.auth.clone(),
+        grant: cfg.grant.clone(),
+        fields,
+        default_lifetime: cfg.default_lifetime,
+    }
+}
+
+/// The token client of one configured token, on a shared HTTP client.
+pub fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenClient, Error> {
+    let http = clients
+        .get(&cfg.http, &cfg.token_url)
+        .map_err(|source| Error::Client {
+            token: cfg.name.clone(),
+            source,
+        })?;
+    Ok(TokenClient::new(request_spec(cfg), http))
+}
+
 /// Everything needed to start one token's refresher.
 fn build_refresher(
     cfg: &TokenConfig,
@@ -38,9 +130,8 @@ fn build_refresher(
     state: &Arc<State>,
     metrics: &Arc<Metrics>,
     state_dir: Option<&Path>,
-) -> Result<(Refresher<ClientVend>, Arc<Sink>), String> {
-    let client = TokenClient::new(cfg, clients).map_err(|e| format!("token {}: {e}", cfg.name))?;
-    let vend = ClientVend::new(client, cfg.client_id.clone(), cfg.client_secret.clone());
+) -> Result<(Refresher<ClientVend>, Arc<Sink>), Error> {
+    let vend = ClientVend::new(token_client(cfg, clients)?);
     let sink = Arc::new(Sink::new(
         &cfg.name,
         cfg.outputs.clone(),
@@ -66,9 +157,7 @@ fn build_refresher(
 
 /// The fingerprint of a token's credentials as they are now, `None` when they cannot be read.
 fn credentials_now(cfg: &TokenConfig) -> Option<u64> {
-    crate::credentials::Credentials::load(&cfg.client_id, &cfg.client_secret)
-        .ok()
-        .map(|c| c.fingerprint())
+    cfg.auth.fingerprint().ok()
 }
 
 struct Running {
@@ -129,7 +218,7 @@ impl Daemon {
         }
     }
 
-    fn start(&mut self, cfg: &TokenConfig) -> Result<(), String> {
+    fn start(&mut self, cfg: &TokenConfig) -> Result<(), Error> {
         let policy = self.config.refresh;
         let (refresher, sink) = build_refresher(
             cfg,
@@ -164,7 +253,7 @@ impl Daemon {
     }
 
     /// Starts every configured token. Errors here are configuration errors (an unreadable CA file, say).
-    pub fn start_all(&mut self) -> Result<(), String> {
+    pub fn start_all(&mut self) -> Result<(), Error> {
         let tokens = self.config.tokens.clone();
         for t in &tokens {
             self.start(t)?;
@@ -218,9 +307,13 @@ impl Daemon {
         if let Some((t, e)) = new
             .tokens
             .iter()
-            .find_map(|t| TokenClient::new(t, &clients).err().map(|e| (t, e)))
+            .find_map(|t| token_client(t, &clients).err().map(|e| (t, e)))
         {
-            tracing::error!(file = %self.config_path.display(), token = %t.name, problem = %e, "new config rejected; the running config stays in effect");
+            let problem = match &e {
+                Error::Client { source, .. } => chain(source),
+                other => chain(other),
+            };
+            tracing::error!(file = %self.config_path.display(), token = %t.name, problem = %problem, "new config rejected; the running config stays in effect");
             self.metrics.reload(ReloadResult::error);
             self.rejected_bytes = Some(bytes);
             return;
@@ -272,7 +365,7 @@ impl Daemon {
             }
             tracing::info!(token = %t.name, "starting the refresher with the new config");
             if let Err(e) = self.start(t) {
-                tracing::error!(token = %t.name, problem = %e, "cannot start the refresher");
+                tracing::error!(token = %t.name, problem = %chain(&e), "cannot start the refresher");
             }
         }
         self.config = new;
@@ -314,14 +407,16 @@ pub async fn run(
     config: Config,
     clock: Clock,
     mut control: mpsc::UnboundedReceiver<Control>,
-) -> anyhow::Result<()> {
-    let listener = bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr()?;
+) -> Result<(), Error> {
+    let listen = |source| Error::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = bind(config.listen).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let poll = config.reload.poll_interval;
     let mut daemon = Daemon::new(config_path.clone(), config, clock);
-    daemon.start_all().map_err(anyhow::Error::msg)?;
+    daemon.start_all().map_err(|e| Error::Start(Box::new(e)))?;
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(admin::serve(listener, daemon.admin(), async {
         let _ = server_stop_rx.await;
@@ -369,12 +464,24 @@ pub struct OnceFailure {
     pub error: String,
 }
 
+impl std::fmt::Display for OnceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Most errors already name the token URL; say it once either way.
+        let at = if self.error.contains(&self.url) {
+            String::new()
+        } else {
+            format!(" ({})", self.url)
+        };
+        write!(
+            f,
+            "token {} FAILED after {} attempt(s): {}{at}",
+            self.token, self.attempts, self.error
+        )
+    }
+}
+
 /// Vends every token once and writes its outputs; transient errors are retried until `timeout`, permanent ones fail at once.
-pub async fn once(
-    config: &Config,
-    timeout: Duration,
-    clock: Clock,
-) -> Result<Vec<OnceFailure>, String> {
+pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<(), Error> {
     let state = State::new(clock);
     let metrics = Arc::new(Metrics::new());
     let deadline = tokio::time::Instant::now() + timeout;
@@ -438,16 +545,12 @@ pub async fn once(
         match t.await {
             Ok(Some(f)) => failures.push(f),
             Ok(None) => {}
-            Err(e) => return Err(format!("a token task failed: {e}")),
+            Err(e) => return Err(Error::Task(e)),
         }
     }
-    Ok(failures)
-}
-
-/// Validates a config file and everything it refers to, without network; returns problems and warnings.
-pub fn check(path: &Path) -> (Vec<Problem>, Vec<Problem>) {
-    match Config::load(path) {
-        Err(e) => (e.problems, Vec::new()),
-        Ok(c) => (c.check_files(), c.warnings()),
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::TokensFailed(failures))
     }
 }

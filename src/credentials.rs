@@ -44,12 +44,8 @@ impl CredentialSource {
             CredentialSource::Inline(s) => Ok(s.clone()),
             CredentialSource::Env(name) => match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                Ok(_) => Err(CredentialError(format!(
-                    "environment variable {name} is empty"
-                ))),
-                Err(_) => Err(CredentialError(format!(
-                    "environment variable {name} is not set (or not UTF-8)"
-                ))),
+                Ok(_) => Err(CredentialError::EnvEmpty { name: name.clone() }),
+                Err(_) => Err(CredentialError::EnvUnset { name: name.clone() }),
             },
             CredentialSource::File(path) => read_file(path),
         }
@@ -70,18 +66,21 @@ impl PartialEq for CredentialSource {
 }
 
 fn read_file(path: &Path) -> Result<SecretString, CredentialError> {
-    let fail = |what: String| CredentialError(format!("cannot read {}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let path_buf = || path.to_path_buf();
+    let read = |source| CredentialError::Read {
+        path: path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
     let mut bytes = Vec::new();
     file.take(MAX_CREDENTIAL_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(read)?;
     if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
-        return Err(fail(format!(
-            "larger than {MAX_CREDENTIAL_BYTES} bytes; is this the right file?"
-        )));
+        return Err(CredentialError::TooLarge { path: path_buf() });
     }
-    let mut text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 { path: path_buf() })?;
     // Exactly one trailing newline is what editors and `echo` add; anything more is kept as written.
     if text.ends_with("\r\n") {
         text.truncate(text.len() - 2);
@@ -89,15 +88,31 @@ fn read_file(path: &Path) -> Result<SecretString, CredentialError> {
         text.truncate(text.len() - 1);
     }
     if text.is_empty() {
-        return Err(fail("the file is empty".into()));
+        return Err(CredentialError::Empty { path: path_buf() });
     }
     Ok(SecretString::from(text))
 }
 
 /// Why a credential could not be read. Never contains the credential itself.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CredentialError(String);
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: larger than {MAX_CREDENTIAL_BYTES} bytes; is this the right file?", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("cannot read {}: not UTF-8 text", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("cannot read {}: the file is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error("environment variable {name} is empty")]
+    EnvEmpty { name: String },
+    #[error("environment variable {name} is not set (or not UTF-8)")]
+    EnvUnset { name: String },
+}
 
 /// The pair sent to the token endpoint.
 #[derive(Debug, Clone)]

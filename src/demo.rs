@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpListener;
 
-use crate::token::client::basic_auth;
+use crate::token::auth::basic_auth;
 
 pub const DEMO_CLIENT_ID: &str = "demo-client";
 pub const DEMO_CLIENT_SECRET: &str = "demo-secret";

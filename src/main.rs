@@ -1,53 +1,78 @@
-//! The `token-vendor` binary: parse the command line, set up logging, run the chosen mode, turn the result into an exit code.
+//! The `token-vendor` binary: parse the command line, set up logging, run the chosen mode, and print any error once, with its causes, choosing the exit code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use token_vendor::app::{self, Control};
+use token_vendor::app::{self, Control, Error};
 use token_vendor::cli::{Cli, Command};
 use token_vendor::clock::Clock;
 use token_vendor::config::{Config, LogConfig, LogFormat};
-use token_vendor::{demo, logging, shutdown};
+use token_vendor::token::error::chain;
+use token_vendor::{check, demo, logging, shutdown};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    if let Command::Check { config } = &cli.command {
+        return check(config);
+    }
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// The one place an error is printed: with its cause chain, and the exit code it calls for.
+fn report(e: &Error) -> ExitCode {
+    match e {
+        Error::TokensFailed(failures) => {
+            for f in failures {
+                eprintln!("token-vendor: {f}");
+            }
+        }
+        e => {
+            let line = chain(e);
+            if matches!(e, Error::Start(_) | Error::Listen { .. }) {
+                // The daemon logs to its log stream too, where a supervisor looks first.
+                tracing::error!("{line}");
+            }
+            eprintln!("token-vendor: {line}");
+        }
+    }
+    ExitCode::from(e.exit_code())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("token-vendor: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match cli.command {
-        Command::Check { config } => check(&config),
+        .map_err(Error::Runtime)
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Check { .. } => unreachable!("handled in main"),
         Command::Once { config, timeout } => {
-            let Some(cfg) = load(&config) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
+            let rt = runtime()?;
+            let cfg = Config::load(&config)?;
             logging::init(&cfg.log);
-            let result = runtime.block_on(app::once(&cfg, timeout, Clock::System));
-            once_result(result)
+            rt.block_on(app::once(&cfg, timeout, Clock::System))
         }
         Command::Run { config } => {
-            let Some(cfg) = load(&config) else {
-                return ExitCode::from(EXIT_CONFIG);
-            };
+            let rt = runtime()?;
+            let cfg = Config::load(&config)?;
             logging::init(&cfg.log);
             token_vendor::limits::raise_fd_limit();
             for w in cfg.warnings() {
                 tracing::warn!(file = %config.display(), key = %w.path, "{}", w.message);
             }
             tracing::info!(version = env!("CARGO_PKG_VERSION"), tokens = cfg.tokens.len(), file = %config.display(), "token-vendor starting");
-            runtime.block_on(daemon(config.clone(), cfg))
+            rt.block_on(daemon(config, cfg))
         }
         Command::Demo {
             dir,
@@ -55,35 +80,27 @@ fn main() -> ExitCode {
             lifetime,
             once,
         } => {
+            let rt = runtime()?;
             logging::init(&LogConfig {
                 format: Some(LogFormat::Text),
                 level: "info".into(),
             });
-            runtime.block_on(run_demo(&dir, listen, lifetime, once))
+            rt.block_on(run_demo(&dir, listen, lifetime, once))
         }
     }
 }
 
-fn load(path: &Path) -> Option<Config> {
-    match Config::load(path) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("token-vendor: {e}");
-            None
-        }
-    }
-}
-
+/// `check` is not an error path: it prints a report, and exits 2 when the report has problems.
 fn check(path: &Path) -> ExitCode {
-    let (problems, warnings) = app::check(path);
-    for w in &warnings {
+    let report = check::check(path);
+    for w in &report.warnings {
         eprintln!("warning: {}: {}: {}", path.display(), w.path, w.message);
     }
-    if problems.is_empty() {
+    if report.problems.is_empty() {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    for p in &problems {
+    for p in &report.problems {
         let at = if p.path.is_empty() {
             String::new()
         } else {
@@ -94,39 +111,14 @@ fn check(path: &Path) -> ExitCode {
     eprintln!(
         "{}: {} problem(s); nothing was contacted",
         path.display(),
-        problems.len()
+        report.problems.len()
     );
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn once_result(result: Result<Vec<app::OnceFailure>, String>) -> ExitCode {
-    match result {
-        Ok(failures) if failures.is_empty() => ExitCode::SUCCESS,
-        Ok(failures) => {
-            for f in failures {
-                // Most errors already name the token URL; say it once either way.
-                let at = if f.error.contains(&f.url) {
-                    String::new()
-                } else {
-                    format!(" ({})", f.url)
-                };
-                eprintln!(
-                    "token-vendor: token {} FAILED after {} attempt(s): {}{at}",
-                    f.token, f.attempts, f.error
-                );
-            }
-            ExitCode::from(EXIT_RUNTIME)
-        }
-        Err(e) => {
-            eprintln!("token-vendor: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-    }
-}
-
 /// Signals become controls: the first SIGTERM/SIGINT stops gracefully, a second exits at once; SIGHUP reloads.
-fn controls() -> std::io::Result<mpsc::UnboundedReceiver<Control>> {
-    let mut signals = shutdown::listen()?;
+fn controls() -> Result<mpsc::UnboundedReceiver<Control>, Error> {
+    let mut signals = shutdown::listen().map_err(Error::Signals)?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stopping = false;
@@ -150,22 +142,9 @@ fn controls() -> std::io::Result<mpsc::UnboundedReceiver<Control>> {
     Ok(rx)
 }
 
-async fn daemon(path: std::path::PathBuf, cfg: Config) -> ExitCode {
-    let control = match controls() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match app::run(path, cfg, Clock::System, control).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("token-vendor: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+async fn daemon(path: PathBuf, cfg: Config) -> Result<(), Error> {
+    let control = controls()?;
+    app::run(path, cfg, Clock::System, control).await
 }
 
 async fn run_demo(
@@ -173,45 +152,24 @@ async fn run_demo(
     listen: std::net::SocketAddr,
     lifetime: std::time::Duration,
     once: bool,
-) -> ExitCode {
-    let endpoint = match demo::start_endpoint(lifetime).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("token-vendor: cannot start the demo endpoint: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
+) -> Result<(), Error> {
+    let endpoint = demo::start_endpoint(lifetime)
+        .await
+        .map_err(Error::DemoEndpoint)?;
     tracing::warn!(url = %format!("http://{endpoint}/token"), "DEVELOPMENT ONLY: started the built-in demo token endpoint; `run` and `once` never use it");
     // The demo's config is a real file, so it can be read, edited and reloaded like any other.
     let path = dir.join("demo-config.yaml");
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, demo::config_yaml(dir, endpoint, listen)));
-    if let Err(e) = written {
-        eprintln!("token-vendor: cannot write {}: {e}", path.display());
-        return ExitCode::from(EXIT_RUNTIME);
-    }
-    let Some(cfg) = load(&path) else {
-        return ExitCode::from(EXIT_CONFIG);
-    };
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, demo::config_yaml(dir, endpoint, listen)))
+        .map_err(|source| Error::DemoConfig {
+            path: path.clone(),
+            source,
+        })?;
+    let cfg = Config::load(&path)?;
     tracing::info!(dir = %dir.display(), files = "token, token.header, token.json, token.env", "demo: writing a fresh token every ~{}s; watch with: watch -n1 cat {}/token.json", lifetime.as_secs() * 3 / 4, dir.display());
     if once {
-        return once_result(
-            app::once(&cfg, std::time::Duration::from_secs(10), Clock::System).await,
-        );
+        return app::once(&cfg, std::time::Duration::from_secs(10), Clock::System).await;
     }
     tracing::info!("demo: readiness at http://{listen}/readyz, status at http://{listen}/status; Ctrl-C to stop");
-    let control = match controls() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("token-vendor: cannot install signal handlers: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match app::run(path, cfg, Clock::System, control).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("token-vendor: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    daemon(path, cfg).await
 }

@@ -5,36 +5,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
-use serde::Deserialize;
-
+pub use crate::config::Format;
 use crate::config::OutputConfig;
 use crate::token::token::TokenRecord;
 use crate::token::Token;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// The access token alone, no trailing newline.
-    Raw,
-    /// `Bearer <token>`, what the reference client's `get_authorization_header` returns.
-    Header,
-    /// The token with its times, RFC 3339 UTC.
-    Json,
-    /// `KEY=value` lines a shell can `source`.
-    Env,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Header => "header",
-            Format::Json => "json",
-            Format::Env => "env",
-        }
-    }
-}
+use rand::Rng;
 
 /// The bytes of one output file for a token.
 pub fn render(format: Format, token: &Token) -> Vec<u8> {

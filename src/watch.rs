@@ -12,8 +12,8 @@ use crate::config::Config;
 pub fn watched_dirs(config_path: &Path, config: &Config) -> BTreeSet<PathBuf> {
     let mut files: Vec<&Path> = vec![config_path];
     for t in &config.tokens {
-        files.extend(t.client_id.file());
-        files.extend(t.client_secret.file());
+        files.extend(t.auth.files());
+        files.extend(t.grant.files());
     }
     files
         .into_iter()

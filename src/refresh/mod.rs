@@ -4,7 +4,7 @@ pub mod schedule;
 pub mod sink;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
@@ -15,7 +15,6 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::RefreshPolicy;
-use crate::credentials::{CredentialSource, Credentials};
 use crate::metrics::{Metrics, RefreshResult};
 use crate::state::{LastError, Published, State};
 use crate::token::token::rfc3339;
@@ -43,49 +42,24 @@ pub trait Vend: Send + Sync + 'static {
     fn credentials_changed(&self) -> bool;
 }
 
-/// The production vendor: reads the credentials fresh, then asks the token endpoint.
+/// The production vendor: the token client, which reads the credentials fresh for every request.
 pub struct ClientVend {
     pub client: TokenClient,
-    pub client_id: CredentialSource,
-    pub client_secret: CredentialSource,
-    last_used: Mutex<Option<u64>>,
 }
 
 impl ClientVend {
-    pub fn new(
-        client: TokenClient,
-        client_id: CredentialSource,
-        client_secret: CredentialSource,
-    ) -> Self {
-        ClientVend {
-            client,
-            client_id,
-            client_secret,
-            last_used: Mutex::new(None),
-        }
-    }
-
-    fn load(&self) -> Result<(Credentials, u64), FetchError> {
-        let creds = Credentials::load(&self.client_id, &self.client_secret)
-            .map_err(|e| FetchError::new(ErrorKind::Credentials, e.to_string()))?;
-        let fingerprint = creds.fingerprint();
-        Ok((creds, fingerprint))
+    pub fn new(client: TokenClient) -> Self {
+        ClientVend { client }
     }
 }
 
 impl Vend for ClientVend {
     async fn vend(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
-        let (creds, hash) = self.load()?;
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash);
-        self.client.fetch(&creds, issued_at).await
+        self.client.fetch(issued_at).await
     }
 
     fn credentials_changed(&self) -> bool {
-        let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        match (self.load(), last) {
-            (Ok((_, now)), Some(last)) => now != last,
-            _ => false,
-        }
+        self.client.credentials_changed()
     }
 }
 
@@ -409,7 +383,7 @@ pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
         }
     };
     feed(cfg.token_url.as_str());
-    feed(cfg.auth_method.as_str());
+    feed(cfg.auth.name());
     feed(cfg.scope.as_deref().unwrap_or(""));
     feed(cfg.audience.as_deref().unwrap_or(""));
     for r in &cfg.resource {
@@ -419,9 +393,10 @@ pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
         feed(k);
         feed(v);
     }
-    match cfg.client_id.load() {
-        Ok(id) => feed(id.expose_secret()),
-        Err(_) => feed(&format!("{:?}", cfg.client_id)),
+    match cfg.auth.client_id().map(|src| (src, src.load())) {
+        Some((_, Ok(id))) => feed(id.expose_secret()),
+        Some((src, Err(_))) => feed(&format!("{src:?}")),
+        None => feed(""),
     }
     format!("{h:016x}")
 }

@@ -1,0 +1,624 @@
+//! Turns the raw YAML (`raw`) into the checked domain types, collecting every problem as "key path: what is wrong and what to do".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+use url::Url;
+
+use super::raw::{
+    OneOrMany, RawAuthMethod, RawLog, RawLogFormat, RawMode, RawOnExit, RawOutput, RawRefresh,
+    RawReload, RawToken,
+};
+use super::{
+    Config, Format, HttpConfig, LogConfig, LogFormat, OnExit, OutputConfig, Problem, RefreshPolicy,
+    ReloadConfig, TokenConfig,
+};
+use crate::credentials::CredentialSource;
+use crate::token::{ClientAuth, Grant};
+
+/// Parses and checks config text: the config, or every problem found.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    match parse_into(text, &mut c) {
+        Some(cfg) if c.problems.is_empty() => Ok(cfg),
+        _ => Err(c.problems),
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "log",
+    "refresh",
+    "reload",
+    "on_exit",
+    "state_dir",
+    "tokens",
+];
+
+/// Collects problems while a config is being parsed.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one value, recording the exact key path of a type error.
+    fn field<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match (path.is_empty(), inner == ".") {
+                    (_, true) => path.to_string(),
+                    (true, false) => inner,
+                    (false, false) => format!("{path}.{inner}"),
+                };
+                self.problem(full, explain_serde(&e.into_inner().to_string()));
+                None
+            }
+        }
+    }
+}
+
+/// Rewrites serde's wording into what to do about it.
+fn explain_serde(msg: &str) -> String {
+    let msg = msg.trim_end_matches('.');
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        let (field, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+        let expected = expected.trim().trim_start_matches("one of ");
+        return format!(
+            "unknown key {field}; remove it or fix the spelling (allowed here: {expected})"
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        return format!("required key {rest} is missing; add it");
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let (v, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+        let expected = expected.trim().trim_start_matches("one of ");
+        return format!("{v} is not allowed here; use one of {expected}");
+    }
+    msg.to_string()
+}
+
+fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
+    let root: Value = match serde_yaml_ng::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            c.problem(at, format!("not valid YAML: {e}"));
+            return None;
+        }
+    };
+    let Value::Mapping(map) = root else {
+        c.problem("", "the config must be a YAML mapping with a `tokens` list");
+        return None;
+    };
+    let mut top: BTreeMap<String, Value> = BTreeMap::new();
+    for (k, v) in map {
+        match k.as_str() {
+            Some(k) if TOP_KEYS.contains(&k) => {
+                top.insert(k.to_string(), v);
+            }
+            Some(k) => c.problem(
+                k,
+                format!(
+                    "unknown key `{k}`; remove it or fix the spelling (allowed here: {})",
+                    TOP_KEYS.join(", ")
+                ),
+            ),
+            None => c.problem("", "keys must be strings"),
+        }
+    }
+
+    let listen = match top.remove("listen") {
+        None => Some(SocketAddr::from(([0u16; 8], 8099))),
+        Some(v) => c
+            .field::<String>(v, "listen")
+            .and_then(|s| match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    c.problem(
+                        "listen",
+                        format!(
+                            "{s:?} is not an address such as \"[::]:8099\" or \"127.0.0.1:8099\""
+                        ),
+                    );
+                    None
+                }
+            }),
+    };
+
+    let log = match top.remove("log") {
+        None => Some(LogConfig {
+            format: None,
+            level: "info".into(),
+        }),
+        Some(v) => c.field::<RawLog>(v, "log").and_then(|raw| {
+            let level = raw.level.unwrap_or_else(|| "info".into());
+            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                c.problem(
+                    "log.level",
+                    format!("{level:?} is not a log level; use error, warn, info, debug or trace"),
+                );
+                return None;
+            }
+            Some(LogConfig {
+                format: raw.format.map(|f| match f {
+                    RawLogFormat::Json => LogFormat::Json,
+                    RawLogFormat::Text => LogFormat::Text,
+                }),
+                level,
+            })
+        }),
+    };
+
+    let refresh = match top.remove("refresh") {
+        None => Some(RefreshPolicy::default()),
+        Some(v) => c
+            .field::<RawRefresh>(v, "refresh")
+            .and_then(|raw| refresh_policy(raw, c)),
+    };
+
+    let reload = match top.remove("reload") {
+        None => Some(ReloadConfig {
+            poll_interval: Duration::from_secs(60),
+        }),
+        Some(v) => c.field::<RawReload>(v, "reload").and_then(|raw| {
+            let poll_interval = raw.poll_interval.map_or(Duration::from_secs(60), |d| d.0);
+            if poll_interval < Duration::from_millis(100) {
+                c.problem("reload.poll_interval", "must be at least 100ms");
+                return None;
+            }
+            Some(ReloadConfig { poll_interval })
+        }),
+    };
+
+    let on_exit = match top.remove("on_exit") {
+        None => Some(OnExit::Keep),
+        Some(v) => c.field::<RawOnExit>(v, "on_exit").map(|r| match r {
+            RawOnExit::Keep => OnExit::Keep,
+            RawOnExit::Remove => OnExit::Remove,
+        }),
+    };
+
+    let state_dir = match top.remove("state_dir") {
+        None => Some(None),
+        Some(v) => c.field::<PathBuf>(v, "state_dir").and_then(|p| {
+            if p.as_os_str().is_empty() {
+                c.problem(
+                    "state_dir",
+                    "must be a directory path, absolute or relative to the working directory",
+                );
+                return None;
+            }
+            Some(Some(p))
+        }),
+    };
+
+    let tokens = match top.remove("tokens") {
+        None => {
+            c.problem(
+                "tokens",
+                "required key `tokens` is missing; list at least one token",
+            );
+            None
+        }
+        Some(Value::Sequence(items)) => {
+            if items.is_empty() {
+                c.problem("tokens", "the list is empty; configure at least one token");
+            }
+            let parsed: Vec<Option<TokenConfig>> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let path = format!("tokens[{i}]");
+                    c.field::<RawToken>(v, &path)
+                        .and_then(|raw| token_config(raw, &path, c))
+                })
+                .collect();
+            check_unique(&parsed, c);
+            parsed.into_iter().collect::<Option<Vec<_>>>()
+        }
+        Some(_) => {
+            c.problem("tokens", "must be a list of tokens");
+            None
+        }
+    };
+
+    Some(Config {
+        listen: listen?,
+        log: log?,
+        refresh: refresh?,
+        reload: reload?,
+        on_exit: on_exit?,
+        state_dir: state_dir?,
+        tokens: tokens?,
+    })
+}
+
+fn refresh_policy(raw: RawRefresh, c: &mut Checker) -> Option<RefreshPolicy> {
+    let d = RefreshPolicy::default();
+    let window = raw.window.map_or(d.window, |[a, b]| (a, b));
+    let min_backoff = raw.min_backoff.map_or(d.min_backoff, |x| x.0);
+    let max_backoff = raw.max_backoff.map_or(d.max_backoff, |x| x.0);
+    let mut ok = true;
+    if !(window.0 > 0.0 && window.0 <= window.1 && window.1 < 1.0) {
+        c.problem(
+            "refresh.window",
+            format!(
+                "[{}, {}] is not a window: use two fractions 0 < low <= high < 1, such as [0.70, 0.85]",
+                window.0, window.1
+            ),
+        );
+        ok = false;
+    }
+    if min_backoff < Duration::from_millis(10) {
+        c.problem(
+            "refresh.min_backoff",
+            "must be at least 10ms, or retries would spin",
+        );
+        ok = false;
+    }
+    if max_backoff < min_backoff {
+        c.problem(
+            "refresh.max_backoff",
+            "must not be smaller than refresh.min_backoff",
+        );
+        ok = false;
+    }
+    ok.then_some(RefreshPolicy {
+        window,
+        min_backoff,
+        max_backoff,
+    })
+}
+
+fn check_unique(tokens: &[Option<TokenConfig>], c: &mut Checker) {
+    let mut names = BTreeSet::new();
+    let mut paths = BTreeMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let Some(t) = t else { continue };
+        if !names.insert(t.name.clone()) {
+            c.problem(
+                format!("tokens[{i}].name"),
+                format!("the name {:?} is used twice; names must be unique", t.name),
+            );
+        }
+        for (j, o) in t.outputs.iter().enumerate() {
+            if let Some(prev) = paths.insert(o.path.clone(), format!("tokens[{i}].outputs[{j}]")) {
+                c.problem(
+                    format!("tokens[{i}].outputs[{j}].path"),
+                    format!(
+                        "{} is already written by {prev}; every output needs its own file",
+                        o.path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
+}
+
+/// Form fields the request builds itself; `params` may not override them.
+const RESERVED_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "audience",
+    "resource",
+];
+
+fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig> {
+    let before = c.problems.len();
+    if !valid_name(&raw.name) {
+        c.problem(
+            format!("{at}.name"),
+            format!("{:?} is not a valid name: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", raw.name),
+        );
+    }
+    let http = raw.http.map_or_else(HttpConfig::default, |h| HttpConfig {
+        timeout: h.timeout.map_or(Duration::from_secs(10), |d| d.0),
+        connect_timeout: h.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        ca_file: h.ca_file,
+        client_cert_file: h.client_cert_file,
+        client_key_file: h.client_key_file,
+        allow_insecure_http: h.allow_insecure_http.unwrap_or(false),
+    });
+    if http.timeout.is_zero() || http.connect_timeout.is_zero() {
+        c.problem(format!("{at}.http"), "timeouts must be greater than zero");
+    }
+    if http.client_cert_file.is_some() != http.client_key_file.is_some() {
+        c.problem(
+            format!("{at}.http"),
+            "client_cert_file and client_key_file go together for mutual TLS: set both or neither",
+        );
+    }
+
+    let token_url = token_url(
+        raw.token_url.as_deref(),
+        raw.base_url.as_deref(),
+        http.allow_insecure_http,
+        at,
+        c,
+    );
+    let client_id = credential(
+        at,
+        "client_id",
+        raw.client_id,
+        raw.client_id_file,
+        raw.client_id_env,
+        c,
+    );
+    let client_secret = credential(
+        at,
+        "client_secret",
+        raw.client_secret,
+        raw.client_secret_file,
+        raw.client_secret_env,
+        c,
+    );
+
+    let params = raw.params.unwrap_or_default();
+    for k in params.keys() {
+        if RESERVED_PARAMS.contains(&k.as_str()) {
+            c.problem(
+                format!("{at}.params.{k}"),
+                format!(
+                    "`{k}` is set by token-vendor itself; use the dedicated key instead of params"
+                ),
+            );
+        }
+    }
+    let resource = match raw.resource {
+        None => Vec::new(),
+        Some(OneOrMany::One(r)) => vec![r],
+        Some(OneOrMany::Many(r)) => r,
+    };
+    let default_lifetime = raw
+        .default_lifetime
+        .map_or(Duration::from_secs(300), |d| d.0);
+    if default_lifetime < Duration::from_secs(2) {
+        c.problem(format!("{at}.default_lifetime"), "must be at least 2s");
+    }
+
+    if raw.outputs.is_empty() {
+        c.problem(format!("{at}.outputs"), "list at least one output file");
+    }
+    let outputs: Vec<OutputConfig> = raw
+        .outputs
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, o)| output_config(o, &format!("{at}.outputs[{j}]"), c))
+        .collect();
+
+    let method = raw.auth_method.unwrap_or(RawAuthMethod::ClientSecretBasic);
+    if method == RawAuthMethod::ClientSecretBasicRaw {
+        if let Some(CredentialSource::Inline(id)) = &client_id {
+            if secrecy::ExposeSecret::expose_secret(id).contains(':') {
+                c.problem(
+                    format!("{at}.client_id"),
+                    "contains ':' which HTTP Basic cannot carry raw; use client_secret_basic",
+                );
+            }
+        }
+    }
+
+    if c.problems.len() != before {
+        return None;
+    }
+    let (client_id, client_secret) = (client_id?, client_secret?);
+    let auth = match method {
+        RawAuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
+            client_id,
+            client_secret,
+        },
+        RawAuthMethod::ClientSecretBasicRaw => ClientAuth::SecretBasicRaw {
+            client_id,
+            client_secret,
+        },
+        RawAuthMethod::ClientSecretPost => ClientAuth::SecretPost {
+            client_id,
+            client_secret,
+        },
+    };
+    Some(TokenConfig {
+        name: raw.name,
+        token_url: token_url?,
+        auth,
+        grant: Grant::ClientCredentials,
+        scope: raw.scope.filter(|s| !s.trim().is_empty()),
+        audience: raw.audience,
+        resource,
+        params,
+        default_lifetime,
+        http,
+        outputs,
+    })
+}
+
+/// `token_url` wins; else the reference client's `urljoin(base_url, "/api/v2/token")`, which replaces the base URL's path.
+fn token_url(
+    token_url: Option<&str>,
+    base_url: Option<&str>,
+    insecure_ok: bool,
+    at: &str,
+    c: &mut Checker,
+) -> Option<Url> {
+    let (key, url) = match (token_url, base_url) {
+        (Some(t), _) => ("token_url", Url::parse(t).map_err(|e| (t, e))),
+        (None, Some(b)) => (
+            "base_url",
+            Url::parse(b)
+                .and_then(|u| u.join("/api/v2/token"))
+                .map_err(|e| (b, e)),
+        ),
+        (None, None) => {
+            c.problem(at, "set token_url (or base_url, from which token_url defaults to <base_url>/api/v2/token)");
+            return None;
+        }
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err((s, e)) => {
+            c.problem(
+                format!("{at}.{key}"),
+                format!("{s:?} is not a valid URL: {e}"),
+            );
+            return None;
+        }
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if insecure_ok || is_loopback(&url) => {}
+        "http" => {
+            c.problem(
+                format!("{at}.{key}"),
+                "http:// sends the client secret in clear text; use https://, or set http.allow_insecure_http: true if you must",
+            );
+            return None;
+        }
+        other => {
+            c.problem(
+                format!("{at}.{key}"),
+                format!("unsupported scheme {other:?}; use https://"),
+            );
+            return None;
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        c.problem(
+            format!("{at}.{key}"),
+            "credentials in the URL are not allowed; use client_id and client_secret_file",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn credential(
+    at: &str,
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    c: &mut Checker,
+) -> Option<CredentialSource> {
+    let set = [inline.is_some(), file.is_some(), env.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if set != 1 {
+        let what = if set == 0 {
+            "is missing"
+        } else {
+            "is given more than once"
+        };
+        c.problem(
+            at,
+            format!("{key} {what}: set exactly one of {key}, {key}_file or {key}_env"),
+        );
+        return None;
+    }
+    if let Some(v) = inline {
+        if v.is_empty() {
+            c.problem(format!("{at}.{key}"), "must not be empty");
+            return None;
+        }
+        return Some(CredentialSource::inline(v));
+    }
+    if let Some(f) = file {
+        return Some(CredentialSource::File(f));
+    }
+    let name = env.unwrap_or_default();
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        c.problem(
+            format!("{at}.{key}_env"),
+            format!("{name:?} is not an environment variable name"),
+        );
+        return None;
+    }
+    Some(CredentialSource::Env(name))
+}
+
+fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConfig> {
+    let mode = match raw.mode {
+        None => 0o640,
+        Some(RawMode(s)) => {
+            match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+                Ok(m) if m <= 0o777 => {
+                    if m & 0o400 == 0 {
+                        c.problem(format!("{at}.mode"), format!("{s:?} does not let the owner read the file; use \"0640\" or \"0600\""));
+                        return None;
+                    }
+                    if m & 0o007 != 0 {
+                        c.problem(
+                        format!("{at}.mode"),
+                        format!("{s:?} lets every user of the node read the token; use \"0640\" with a group, or \"0600\""),
+                    );
+                        return None;
+                    }
+                    m
+                }
+                _ => {
+                    c.problem(
+                        format!("{at}.mode"),
+                        format!("{s:?} is not an octal file mode such as \"0640\""),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let path = raw.path;
+    if path.as_os_str().is_empty()
+        || path.file_name().is_none()
+        || path.to_string_lossy().ends_with('/')
+    {
+        c.problem(
+            format!("{at}.path"),
+            format!("{:?} is not a file path", path.display().to_string()),
+        );
+        return None;
+    }
+    Some(OutputConfig {
+        path,
+        format: raw.format.unwrap_or(Format::Raw),
+        mode,
+        uid: raw.uid,
+        gid: raw.gid,
+    })
+}

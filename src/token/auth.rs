@@ -1,0 +1,427 @@
+//! Client authentication (RFC 6749 §2.3): one `ClientAuth` per token that reads its credentials fresh for every request, adds them to it, names the files it reads and every form of them to redact.
+//!
+//! A new method is one new variant here: `apply` gets the request being built and a `RequestContext` (the token
+//! endpoint, the request's time), which is all a signed assertion (`private_key_jwt`) or an assertion read from a
+//! file needs.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::SystemTime;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::credentials::{CredentialError, CredentialSource, Credentials};
+
+/// What a method may need besides its own credentials, known only when a request is made.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// Where the request goes (a signed assertion's audience).
+    pub token_url: &'a Url,
+    /// When the request is made (a signed assertion's `iat` and `exp`).
+    pub now: SystemTime,
+}
+
+/// A form field: its value is shown nowhere when it is a secret.
+enum Value {
+    Plain(String),
+    Secret(SecretString),
+}
+
+/// One token request as it is put together: the grant and the client authentication add to it, the client sends it.
+/// Every secret added is also remembered in the forms in which a server could echo it, for [`Self::redaction_forms`].
+#[derive(Default)]
+pub struct TokenRequest {
+    fields: Vec<(String, Value)>,
+    authorization: Option<SecretString>,
+    redact: Vec<String>,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.fields.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("TokenRequest")
+            .field("fields", &names)
+            .field("authorization", &self.authorization.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRequest {
+    /// A form field that is not a secret (`grant_type`, `scope`...).
+    pub fn field(&mut self, name: &str, value: &str) {
+        self.fields
+            .push((name.to_string(), Value::Plain(value.to_string())));
+    }
+
+    /// A form field that is a secret or identifies the client (`client_id`, `client_secret`, `client_assertion`...).
+    pub fn secret_field(&mut self, name: &str, value: &SecretString) {
+        self.redact(value.expose_secret());
+        self.fields
+            .push((name.to_string(), Value::Secret(value.clone())));
+    }
+
+    /// The `Authorization` header: `scheme credential`; the credential part is redacted as it is.
+    pub fn set_authorization(&mut self, scheme: &str, credential: &str) {
+        self.redact.push(credential.to_string());
+        self.authorization = Some(SecretString::from(format!("{scheme} {credential}")));
+    }
+
+    /// Remembers a secret that went out: as it is, form-encoded (`+` for space) and percent-encoded (`%20`).
+    pub fn redact(&mut self, secret: &str) {
+        let form = form_encode(secret);
+        self.redact.push(form.replace('+', "%20"));
+        self.redact.push(form);
+        self.redact.push(secret.to_string());
+    }
+
+    pub fn authorization(&self) -> Option<&SecretString> {
+        self.authorization.as_ref()
+    }
+
+    /// The `application/x-www-form-urlencoded` body.
+    pub fn body(&self) -> String {
+        let mut f = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.fields {
+            match v {
+                Value::Plain(v) => f.append_pair(k, v),
+                Value::Secret(v) => f.append_pair(k, v.expose_secret()),
+            };
+        }
+        f.finish()
+    }
+
+    /// Every form in which a secret of this request left, longest first, so that no form is left half-replaced by a
+    /// shorter one. Forms shorter than 3 characters are left out: replacing them would garble any message.
+    pub fn redaction_forms(&self) -> Vec<String> {
+        let mut forms: Vec<String> = self
+            .redact
+            .iter()
+            .filter(|s| s.len() >= 3)
+            .cloned()
+            .collect();
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        forms
+    }
+}
+
+/// Why a request could not be authenticated. Permanent until the credentials or config change.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("the client id contains ':' which HTTP Basic cannot carry raw; use auth_method: client_secret_basic")]
+    ColonInRawBasicId,
+}
+
+/// How the client proves who it is to the token endpoint. `Debug` never shows a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAuth {
+    /// RFC 6749 §2.3.1: id and secret form-urlencoded, then HTTP Basic.
+    SecretBasic {
+        client_id: CredentialSource,
+        client_secret: CredentialSource,
+    },
+    /// The reference client's HTTP Basic: id and secret as they are.
+    SecretBasicRaw {
+        client_id: CredentialSource,
+        client_secret: CredentialSource,
+    },
+    /// id and secret in the form body.
+    SecretPost {
+        client_id: CredentialSource,
+        client_secret: CredentialSource,
+    },
+    /// A public client (RFC 6749 §2.1): no credential, the `client_id` field only when one is given.
+    None { client_id: Option<CredentialSource> },
+}
+
+impl ClientAuth {
+    /// The config's `auth_method` value for this method.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic { .. } => "client_secret_basic",
+            ClientAuth::SecretBasicRaw { .. } => "client_secret_basic_raw",
+            ClientAuth::SecretPost { .. } => "client_secret_post",
+            ClientAuth::None { .. } => "none",
+        }
+    }
+
+    /// Where the client id comes from, if this method sends one.
+    pub fn client_id(&self) -> Option<&CredentialSource> {
+        match self {
+            ClientAuth::SecretBasic { client_id, .. }
+            | ClientAuth::SecretBasicRaw { client_id, .. }
+            | ClientAuth::SecretPost { client_id, .. } => Some(client_id),
+            ClientAuth::None { client_id } => client_id.as_ref(),
+        }
+    }
+
+    /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
+    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+        match self {
+            ClientAuth::SecretBasic {
+                client_id,
+                client_secret,
+            }
+            | ClientAuth::SecretBasicRaw {
+                client_id,
+                client_secret,
+            }
+            | ClientAuth::SecretPost {
+                client_id,
+                client_secret,
+            } => vec![("client_id", client_id), ("client_secret", client_secret)],
+            ClientAuth::None { client_id } => client_id.iter().map(|c| ("client_id", c)).collect(),
+        }
+    }
+
+    /// The files this method reads: their directories are watched, and a change wakes a refresher that failed.
+    pub fn files(&self) -> Vec<&Path> {
+        self.sources()
+            .into_iter()
+            .filter_map(|(_, s)| s.file())
+            .collect()
+    }
+
+    /// A hash of the credentials as they are now, to notice a rotation without keeping a second copy of a secret.
+    pub fn fingerprint(&self) -> Result<u64, AuthError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.name().hash(&mut h);
+        for (_, src) in self.sources() {
+            src.load()?.expose_secret().hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
+    /// Reads the credentials now and adds them to `req`: an `Authorization` header and/or form fields.
+    pub fn apply(&self, req: &mut TokenRequest, _ctx: &RequestContext) -> Result<(), AuthError> {
+        match self {
+            ClientAuth::SecretBasic {
+                client_id,
+                client_secret,
+            } => {
+                let c = Credentials::load(client_id, client_secret)?;
+                basic(req, &c, false);
+            }
+            ClientAuth::SecretBasicRaw {
+                client_id,
+                client_secret,
+            } => {
+                let c = Credentials::load(client_id, client_secret)?;
+                if c.client_id.expose_secret().contains(':') {
+                    return Err(AuthError::ColonInRawBasicId);
+                }
+                basic(req, &c, true);
+            }
+            ClientAuth::SecretPost {
+                client_id,
+                client_secret,
+            } => {
+                let c = Credentials::load(client_id, client_secret)?;
+                req.secret_field("client_id", &c.client_id);
+                req.secret_field("client_secret", &c.client_secret);
+            }
+            ClientAuth::None { client_id } => {
+                if let Some(id) = client_id {
+                    req.secret_field("client_id", &id.load()?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn basic(req: &mut TokenRequest, c: &Credentials, raw: bool) {
+    let (id, secret) = (c.client_id.expose_secret(), c.client_secret.expose_secret());
+    req.redact(id);
+    req.redact(secret);
+    let value = basic_auth(id, secret, raw);
+    req.set_authorization("Basic", value.trim_start_matches("Basic "));
+}
+
+/// `application/x-www-form-urlencoded`, as a form body has it (space is `+`).
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// RFC 6749 §2.3.1's encoding before Basic: form-urlencoding, but a space as `%20`, which also servers that skip the
+/// `+` rule (Authlib, node oauth2-server) decode right. `+` itself is always `%2B`, so every `+` left is a space.
+fn basic_encode(s: &str) -> String {
+    form_encode(s).replace('+', "%20")
+}
+
+/// The `Authorization: Basic` value for a client id and secret; `raw` is the reference client's unencoded form.
+pub fn basic_auth(id: &str, secret: &str, raw: bool) -> String {
+    let pair = if raw {
+        format!("{id}:{secret}")
+    } else {
+        format!("{}:{}", basic_encode(id), basic_encode(secret))
+    };
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(basic: &str) -> String {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim_start_matches("Basic "))
+            .unwrap();
+        String::from_utf8(b).unwrap()
+    }
+
+    fn inline(s: &str) -> CredentialSource {
+        CredentialSource::inline(s.to_string())
+    }
+
+    fn ctx_url() -> Url {
+        Url::parse("http://127.0.0.1:9/token").unwrap()
+    }
+
+    fn applied(auth: &ClientAuth) -> Result<TokenRequest, AuthError> {
+        let url = ctx_url();
+        let mut req = TokenRequest::default();
+        req.field("grant_type", "client_credentials");
+        auth.apply(
+            &mut req,
+            &RequestContext {
+                token_url: &url,
+                now: SystemTime::UNIX_EPOCH,
+            },
+        )?;
+        Ok(req)
+    }
+
+    #[test]
+    fn basic_auth_encodings_differ_only_for_special_characters() {
+        // (id, secret, RFC 6749 §2.3.1 form, raw form)
+        for (id, secret, rfc, raw) in [
+            (
+                "my client",
+                "s3cr+t %/:&=x",
+                "my%20client:s3cr%2Bt%20%25%2F%3A%26%3Dx",
+                "my client:s3cr+t %/:&=x",
+            ),
+            // A space is %20, never '+', so servers that skip the plus rule decode it too.
+            ("id", "a b", "id:a%20b", "id:a b"),
+            ("id", "a+b", "id:a%2Bb", "id:a+b"),
+            ("id", "Abc123-_.*", "id:Abc123-_.*", "id:Abc123-_.*"),
+        ] {
+            assert_eq!(decoded(&basic_auth(id, secret, false)), rfc, "{secret:?}");
+            assert_eq!(decoded(&basic_auth(id, secret, true)), raw, "{secret:?}");
+        }
+        assert_eq!(basic_auth("id", "secret", true), "Basic aWQ6c2VjcmV0");
+        assert_eq!(basic_auth("id", "secret", false), "Basic aWQ6c2VjcmV0");
+    }
+
+    #[test]
+    fn each_method_puts_the_credentials_where_it_should() {
+        let (id, secret) = (inline("i d"), inline("p+w"));
+        let basic = applied(&ClientAuth::SecretBasic {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+        })
+        .unwrap();
+        assert_eq!(basic.body(), "grant_type=client_credentials");
+        assert_eq!(
+            basic.authorization().map(|a| a.expose_secret().to_string()),
+            Some(basic_auth("i d", "p+w", false))
+        );
+        let post = applied(&ClientAuth::SecretPost {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+        })
+        .unwrap();
+        assert!(post.authorization().is_none());
+        assert_eq!(
+            post.body(),
+            "grant_type=client_credentials&client_id=i+d&client_secret=p%2Bw"
+        );
+        let public = applied(&ClientAuth::None {
+            client_id: Some(id),
+        })
+        .unwrap();
+        assert!(public.authorization().is_none());
+        assert_eq!(public.body(), "grant_type=client_credentials&client_id=i+d");
+    }
+
+    #[test]
+    fn a_colon_in_a_raw_basic_id_read_at_request_time_is_a_credentials_error() {
+        let auth = ClientAuth::SecretBasicRaw {
+            client_id: inline("tenant:app"),
+            client_secret: inline("s"),
+        };
+        let e = applied(&auth).unwrap_err();
+        assert!(matches!(e, AuthError::ColonInRawBasicId), "{e}");
+        assert!(e
+            .to_string()
+            .contains("use auth_method: client_secret_basic"));
+        // A colon in the secret is fine: Basic splits at the first one.
+        let ok = ClientAuth::SecretBasicRaw {
+            client_id: inline("app"),
+            client_secret: inline("a:b"),
+        };
+        assert!(applied(&ok).is_ok());
+    }
+
+    #[test]
+    fn redaction_forms_cover_every_form_that_left() {
+        let req = applied(&ClientAuth::SecretBasic {
+            client_id: inline("my client"),
+            client_secret: inline("p+w s3cret"),
+        })
+        .unwrap();
+        let forms = req.redaction_forms();
+        let b64 = basic_auth("my client", "p+w s3cret", false);
+        for want in [
+            b64.trim_start_matches("Basic "),
+            "p+w s3cret",
+            "p%2Bw+s3cret",
+            "p%2Bw%20s3cret",
+            "my client",
+            "my+client",
+            "my%20client",
+        ] {
+            assert!(forms.iter().any(|f| f == want), "{want} not in {forms:?}");
+        }
+        assert!(forms.windows(2).all(|w| w[0].len() >= w[1].len()));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_credentials_and_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "one").unwrap();
+        let auth = ClientAuth::SecretBasic {
+            client_id: inline("a"),
+            client_secret: CredentialSource::File(p.clone()),
+        };
+        assert_eq!(auth.files(), vec![p.as_path()]);
+        let before = auth.fingerprint().unwrap();
+        assert_eq!(auth.fingerprint().unwrap(), before);
+        std::fs::write(&p, "two").unwrap();
+        assert_ne!(auth.fingerprint().unwrap(), before);
+        std::fs::remove_file(&p).unwrap();
+        assert!(auth.fingerprint().is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_credential() {
+        let auth = ClientAuth::SecretPost {
+            client_id: inline("id-x"),
+            client_secret: inline("hunter2"),
+        };
+        let req = applied(&auth).unwrap();
+        for dbg in [format!("{auth:?}"), format!("{req:?}")] {
+            assert!(!dbg.contains("hunter2") && !dbg.contains("id-x"), "{dbg}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Why a token request failed: the error kinds, transient or permanent, `Retry-After`, and the wording and redaction of what the server said.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::token::MAX_LIFETIME;
+
+/// What went wrong, in the words used by `/status`, the logs and the `kind` of errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    Network,
+    Timeout,
+    UnknownHost,
+    Tls,
+    ServerError,
+    RateLimited,
+    TemporarilyUnavailable,
+    InvalidResponse,
+    ResponseTooLarge,
+    InvalidClient,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidRequest,
+    InvalidGrant,
+    ClientError,
+    Redirect,
+    Credentials,
+    OutputWrite,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Network => "network",
+            Timeout => "timeout",
+            UnknownHost => "unknown_host",
+            Tls => "tls",
+            ServerError => "server_error",
+            RateLimited => "rate_limited",
+            TemporarilyUnavailable => "temporarily_unavailable",
+            InvalidResponse => "invalid_response",
+            ResponseTooLarge => "response_too_large",
+            InvalidClient => "invalid_client",
+            UnauthorizedClient => "unauthorized_client",
+            UnsupportedGrantType => "unsupported_grant_type",
+            InvalidScope => "invalid_scope",
+            InvalidRequest => "invalid_request",
+            InvalidGrant => "invalid_grant",
+            ClientError => "client_error",
+            Redirect => "redirect",
+            Credentials => "credentials",
+            OutputWrite => "output_write",
+        }
+    }
+
+    /// Permanent errors will not go away by asking again with the same credentials and config.
+    pub fn is_permanent(self) -> bool {
+        use ErrorKind::*;
+        matches!(
+            self,
+            UnknownHost
+                | Tls
+                | InvalidClient
+                | UnauthorizedClient
+                | UnsupportedGrantType
+                | InvalidScope
+                | InvalidRequest
+                | InvalidGrant
+                | ClientError
+                | Redirect
+                | Credentials
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed token request. The message names the URL and the cause, never a secret or a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({kind})")]
+pub struct FetchError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The server's `Retry-After`, as a delay from when the answer arrived.
+    pub retry_after: Option<Duration>,
+}
+
+impl FetchError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        FetchError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An error and its sources as one line, `outer: inner: root`, for messages that travel as text (logs, `/status`).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Replaces every occurrence of each of `forms` (longest first) by `(redacted)`.
+pub fn redact(s: &str, forms: &[String]) -> String {
+    let mut out = s.to_string();
+    for f in forms {
+        out = out.replace(f.as_str(), "(redacted)");
+    }
+    out
+}
+
+/// The error for a non-2xx answer from `url`. Server text is stripped of `forms` before it is shortened, so that no
+/// credential survives even in part.
+pub fn status_error(
+    url: &Url,
+    status: reqwest::StatusCode,
+    body: &[u8],
+    is_html: bool,
+    forms: &[String],
+) -> FetchError {
+    let clean = |s: &str| sanitize(&redact(s, forms));
+    let code = status.as_u16();
+    let json: Option<Map<String, Value>> = if is_html {
+        None
+    } else {
+        serde_json::from_slice(body).ok()
+    };
+    let error_code = json
+        .as_ref()
+        .and_then(|m| m.get("error"))
+        .and_then(Value::as_str)
+        .map(clean);
+    let detail = if is_html || (json.is_none() && looks_like_html(body)) {
+        "the endpoint returned an HTML page".to_string()
+    } else {
+        json.as_ref()
+            .and_then(error_detail)
+            .map(clean)
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no reason given")
+                    .to_string()
+            })
+    };
+    let kind = match (code, error_code.as_deref()) {
+        (_, Some("temporarily_unavailable")) => ErrorKind::TemporarilyUnavailable,
+        (429, _) => ErrorKind::RateLimited,
+        (500..=599, _) => ErrorKind::ServerError,
+        (_, Some("invalid_client")) => ErrorKind::InvalidClient,
+        (_, Some("unauthorized_client")) => ErrorKind::UnauthorizedClient,
+        (_, Some("unsupported_grant_type")) => ErrorKind::UnsupportedGrantType,
+        (_, Some("invalid_scope")) => ErrorKind::InvalidScope,
+        (_, Some("invalid_request")) => ErrorKind::InvalidRequest,
+        (_, Some("invalid_grant")) => ErrorKind::InvalidGrant,
+        (408, _) => ErrorKind::Timeout,
+        (401, _) => ErrorKind::InvalidClient,
+        (400..=499, _) => ErrorKind::ClientError,
+        (300..=399, _) => ErrorKind::Redirect,
+        _ => ErrorKind::InvalidResponse,
+    };
+    let reason = status
+        .canonical_reason()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let code_part = match &error_code {
+        Some(c) if !detail.contains(c.as_str()) => format!("{c}: "),
+        _ => String::new(),
+    };
+    let hint = if kind == ErrorKind::Redirect {
+        "; set token_url to the final token endpoint"
+    } else {
+        ""
+    };
+    FetchError::new(
+        kind,
+        format!("token endpoint {url} answered HTTP {code}{reason}: {code_part}{detail}{hint}"),
+    )
+}
+
+/// The error for a request to `url` that got no complete answer.
+pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
+    let cause = root_cause(e);
+    let (kind, what) = if e.is_timeout() {
+        (ErrorKind::Timeout, "timed out".to_string())
+    } else if has_rustls_error(e) {
+        (ErrorKind::Tls, format!("TLS failed: {cause}"))
+    } else if is_unknown_host(e) {
+        (ErrorKind::UnknownHost, format!("unknown host: {cause}"))
+    } else if e.is_connect() {
+        (ErrorKind::Network, format!("could not connect: {cause}"))
+    } else {
+        (
+            ErrorKind::Network,
+            format!("the connection failed: {cause}"),
+        )
+    };
+    FetchError::new(kind, format!("token request to {url} failed: {what}"))
+}
+
+fn error_detail(m: &Map<String, Value>) -> Option<&str> {
+    let s = m
+        .get("error_description")
+        .and_then(Value::as_str)
+        .or_else(|| m.get("message").and_then(Value::as_str))
+        .or_else(|| {
+            m.get("error")
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+        })
+        .or_else(|| m.get("error").and_then(Value::as_str))?;
+    Some(s)
+}
+
+/// Server text goes into logs: keep it short and printable.
+pub fn sanitize(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+pub fn looks_like_html(body: &[u8]) -> bool {
+    let start: Vec<u8> = body
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take(15)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    start.starts_with(b"<!doctype html")
+        || start.starts_with(b"<html")
+        || start.starts_with(b"<head")
+        || start.starts_with(b"<body")
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    sanitize(&cur.to_string())
+}
+
+fn sources<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn has_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    sources(e).any(|s| {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error hides what it wraps from source(), and the TLS stack wraps one io::Error in another.
+        let mut inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        while let Some(i) = inner {
+            if i.is::<rustls::Error>() {
+                return true;
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref());
+        }
+        false
+    })
+}
+
+fn is_unknown_host(e: &(dyn std::error::Error + 'static)) -> bool {
+    // getaddrinfo's EAI_NONAME / EAI_NODATA; EAI_AGAIN ("Temporary failure") stays transient.
+    sources(e).any(|s| {
+        let m = s.to_string();
+        m.contains("Name or service not known")
+            || m.contains("No address associated with hostname")
+            || m.contains("nodename nor servname")
+    })
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, relative to `now`.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(MAX_LIFETIME.as_secs())));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn kinds_split_into_transient_and_permanent() {
+        use ErrorKind::*;
+        for k in [
+            Network,
+            Timeout,
+            ServerError,
+            RateLimited,
+            TemporarilyUnavailable,
+            InvalidResponse,
+            ResponseTooLarge,
+            OutputWrite,
+        ] {
+            assert!(!k.is_permanent(), "{k}");
+        }
+        for k in [
+            InvalidClient,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            InvalidRequest,
+            UnknownHost,
+            Tls,
+            ClientError,
+        ] {
+            assert!(k.is_permanent(), "{k}");
+        }
+    }
+
+    fn status(code: u16, body: &[u8]) -> FetchError {
+        let url = Url::parse("http://127.0.0.1:9/token").unwrap();
+        let s = reqwest::StatusCode::from_u16(code).unwrap();
+        status_error(&url, s, body, false, &[])
+    }
+
+    #[test]
+    fn status_errors_follow_the_reference_wording() {
+        let e = status(
+            401,
+            br#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::InvalidClient);
+        assert_eq!(e.message, "token endpoint http://127.0.0.1:9/token answered HTTP 401 Unauthorized: invalid_client: client authentication failed");
+        let e = status(400, br#"{"message":"bad thing"}"#);
+        assert_eq!(
+            (e.kind, e.message.ends_with(": bad thing")),
+            (ErrorKind::ClientError, true),
+            "{}",
+            e.message
+        );
+        let e = status(400, br#"{"error":{"message":"nested"}}"#);
+        assert!(e.message.ends_with(": nested"), "{}", e.message);
+        let e = status(500, b"<html><body>stack trace secret</body></html>");
+        assert_eq!(e.kind, ErrorKind::ServerError);
+        assert!(
+            e.message.ends_with("the endpoint returned an HTML page")
+                && !e.message.contains("secret"),
+            "{}",
+            e.message
+        );
+        let e = status(503, b"");
+        assert!(
+            e.message
+                .ends_with("HTTP 503 Service Unavailable: Service Unavailable"),
+            "{}",
+            e.message
+        );
+        let e = status(400, br#"{"error":"temporarily_unavailable"}"#);
+        assert_eq!(e.kind, ErrorKind::TemporarilyUnavailable);
+        let e = status(400, br#"{"error":"invalid_scope"}"#);
+        assert_eq!(e.kind, ErrorKind::InvalidScope);
+        assert_eq!(status(429, b"").kind, ErrorKind::RateLimited);
+        assert_eq!(status(302, b"").kind, ErrorKind::Redirect);
+    }
+
+    #[test]
+    fn a_certificate_error_inside_nested_io_errors_is_tls() {
+        // How reqwest reports a refused server certificate: io::Error(Other, io::Error(InvalidData, rustls::Error)).
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, cert));
+        assert!(has_rustls_error(&nested));
+        assert!(!has_rustls_error(&std::io::Error::other("refused")));
+    }
+
+    #[test]
+    fn chain_joins_every_source() {
+        let inner = std::io::Error::other("root cause");
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(chain(&Outer(inner)), "outer: root cause");
+    }
+}
