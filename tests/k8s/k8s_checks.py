@@ -6,6 +6,8 @@ Python stdlib + PyYAML + jsonschema (both in .tools/venv). Subcommands:
   split RENDERED CORE_OUT CRD_OUT   separate built-in kinds from CRD kinds (prometheus-operator)
   crds FILE                         validate CRD kinds against tests/k8s/crd-schemas/*.json
   pods RENDERED --mode M            structural assertions on every pod spec (see check_pod)
+  netpol RENDERED --expect E        the NetworkPolicy: absent, or selects every sidecar pod and admits
+                                    the admin port only from the given peers
   monitoring RENDERED               ServiceMonitor -> Service -> pods wiring, alert expressions
   configs RENDERED OUTDIR           extract each ConfigMap's config.yaml, paths rewritten into
                                     OUTDIR with dummy credential files; prints the config paths
@@ -256,15 +258,16 @@ def eff(key, c, pod):
 
 
 def check_hardened(c, pod, where):
+    """The sidecar's hardening is on its own container, not borrowed from the pod."""
     sc = c.get("securityContext") or {}
     name = c["name"]
     want = {
-        "runAsNonRoot": (eff("runAsNonRoot", c, pod), True),
-        "runAsUser": (eff("runAsUser", c, pod), 65532),
-        "runAsGroup": (eff("runAsGroup", c, pod), 65532),
+        "runAsNonRoot": (sc.get("runAsNonRoot"), True),
+        "runAsUser": (sc.get("runAsUser"), 65532),
+        "runAsGroup": (sc.get("runAsGroup"), 65532),
         "readOnlyRootFilesystem": (sc.get("readOnlyRootFilesystem"), True),
         "allowPrivilegeEscalation": (sc.get("allowPrivilegeEscalation"), False),
-        "seccompProfile.type": ((eff("seccompProfile", c, pod) or {}).get("type"), "RuntimeDefault"),
+        "seccompProfile.type": ((sc.get("seccompProfile") or {}).get("type"), "RuntimeDefault"),
     }
     for k, (got, exp) in want.items():
         if got != exp:
@@ -360,9 +363,38 @@ def check_pod(docs, doc, pod, mode, defaults):
                 got = (res.get(sect) or {}).get(k)
                 if str(got) != str(v):
                     fail(where, f"container {c['name']}: resources.{sect}.{k} is {got!r}, want {v!r}")
-    fsgroup = (pod.get("securityContext") or {}).get("fsGroup")
+    psc = pod.get("securityContext") or {}
+    fsgroup = psc.get("fsGroup")
+    if fsgroup is None and psc.get("supplementalGroups"):
+        fsgroup = psc["supplementalGroups"][0]
     if fsgroup is None:
-        fail(where, "pod securityContext has no fsGroup: a non-root app cannot read the 0640 token files")
+        fail(where, "pod securityContext has no fsGroup (or supplementalGroups): a non-root app cannot read the 0640 token files")
+    # The pod asks only for file sharing: the app keeps its own UID/GID (and may be root).
+    for k in ("runAsUser", "runAsGroup", "runAsNonRoot"):
+        if k in psc:
+            fail(where, f"pod securityContext sets {k}={psc[k]!r}: that forces it on the app containers too; "
+                        "set it on the sidecar's container only")
+    # Sidecar-only volumes: the projected service-account token and the state volume.
+    sa_vols = {v["name"] for v in pod.get("volumes") or []
+               if any("serviceAccountToken" in src for src in ((v.get("projected") or {}).get("sources") or []))}
+    state_vols = {m["name"] for m in sidecar.get("volumeMounts") or []
+                  if m.get("mountPath") == "/var/run/token-vendor/state"}
+    for c in inits + mains:
+        for m in c.get("volumeMounts") or []:
+            if m["name"] in sa_vols | state_vols and not is_tv(c):
+                fail(where, f"container {c['name']} mounts the sidecar-only volume {m['name']}")
+            if m["name"] in sa_vols and is_tv(c):
+                if m.get("mountPath") != "/var/run/secrets/token-vendor" or not m.get("readOnly"):
+                    fail(where, f"container {c['name']}: projected token mounted at {m.get('mountPath')} "
+                                f"readOnly={m.get('readOnly')!r}, want /var/run/secrets/token-vendor read-only")
+            if m["name"] in sa_vols and m.get("subPath"):
+                fail(where, f"container {c['name']}: projected token mounted with subPath (rotations would never arrive)")
+    for v in pod.get("volumes") or []:
+        if v["name"] in sa_vols:
+            for src in v["projected"]["sources"]:
+                sat = src.get("serviceAccountToken")
+                if sat and (sat.get("path") != "token" or int(sat.get("expirationSeconds", 3600)) < 600):
+                    fail(where, f"projected token {sat!r}: want path 'token' and expirationSeconds >= 600")
 
     # No credential in any env var, anywhere in the pod.
     for c in inits + mains:
@@ -443,6 +475,9 @@ def cmd_pods(args):
     defaults = chart_defaults()
     n = 0
     for doc, pod, _ in workloads(docs):
+        # Nothing the sidecar does needs the Kubernetes API: no API token in any pod.
+        if pod.get("automountServiceAccountToken") is not False:
+            fail(ident(doc), f"automountServiceAccountToken is {pod.get('automountServiceAccountToken')!r}, want false")
         if not any(is_tv(c) for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])):
             continue
         n += 1
@@ -453,6 +488,11 @@ def cmd_pods(args):
     for doc, pod, _ in workloads(docs):
         for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
             check_env(c, ident(doc))
+    if args.want_sa_token:
+        for doc, pod, _ in workloads(docs):
+            if not any("serviceAccountToken" in src for v in pod.get("volumes") or []
+                       for src in ((v.get("projected") or {}).get("sources") or [])):
+                fail(ident(doc), "no projected serviceAccountToken volume, but --want-sa-token")
     return finish(f"{n} pod spec(s) pass the structural assertions ({args.mode} mode)")
 
 
@@ -529,6 +569,75 @@ def cmd_monitoring(args):
             if not (r.get("labels") or {}).get("severity"):
                 fail(ident(pr), f"alert {alert}: no severity label")
     return finish(f"{len(sms)} ServiceMonitor(s) and {len(rules)} PrometheusRule(s) wired up")
+
+
+# --- NetworkPolicy ----------------------------------------------------------------------
+
+
+def covers(rule_port, proto, port):
+    if (rule_port.get("protocol") or "TCP") != proto:
+        return False
+    p = rule_port.get("port")
+    if p is None:
+        return True
+    if isinstance(p, str):
+        return False  # named ports: not used by the chart
+    return p <= port <= rule_port.get("endPort", p)
+
+
+def cmd_netpol(args):
+    docs = load_docs(args.rendered)
+    pols = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    if args.expect == "absent":
+        for p in pols:
+            fail(ident(p), "a NetworkPolicy is rendered although networkPolicy.enabled is false")
+        return finish("no NetworkPolicy (off by default)")
+    if len(pols) != 1:
+        fail(args.rendered, f"{len(pols)} NetworkPolicy object(s), want 1")
+        return finish("")
+    pol = pols[0]
+    spec = pol.get("spec") or {}
+    sel = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    if spec.get("policyTypes") != ["Ingress"]:
+        fail(ident(pol), f"policyTypes {spec.get('policyTypes')!r}, want ['Ingress']")
+    n = 0
+    for doc, pod, labels in workloads(docs):
+        sidecar = next((c for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])
+                        if is_tv(c) and tv_role(c) == "run"), None)
+        if sidecar is None:
+            continue
+        n += 1
+        if not selector_matches(sel, labels):
+            fail(ident(pol), f"podSelector {sel} does not select {ident(doc)} (labels {labels})")
+        cfg, _ = pod_config(docs, pod, sidecar, ident(doc))
+        port = listen_port((cfg or {}).get("listen", "[::]:8099"))
+        rules = spec.get("ingress") or []
+        admin_rules = [r for r in rules if not r.get("ports") or any(covers(p, "TCP", port) for p in r["ports"])]
+        for r in admin_rules:
+            if not r.get("from"):
+                fail(ident(pol), f"rule {r} admits the admin port {port} from everywhere")
+        peers = [f for r in admin_rules for f in r.get("from") or []]
+        want = [dict(x) for x in args.want_from_json] if args.want_from_json else []
+        for w in want:
+            if w not in peers:
+                fail(ident(pol), f"the admin port does not admit {w}")
+        for p in peers:
+            if p not in want:
+                fail(ident(pol), f"the admin port admits {p}, which the values do not ask for")
+        if args.other_ports_open:
+            for probe in (1, port - 1, port + 1, 65535, 443, 8080):
+                if probe == port or not 1 <= probe <= 65535:
+                    continue
+                if not any(not r.get("from") and any(covers(p, "TCP", probe) for p in r.get("ports") or [])
+                           for r in rules):
+                    fail(ident(pol), f"TCP port {probe} of the app is not open to all (allowOtherPorts)")
+            for proto in ("UDP", "SCTP"):
+                if not any(not r.get("from") and any(covers(p, proto, 53) for p in r.get("ports") or [])
+                           for r in rules):
+                    fail(ident(pol), f"{proto} is not open to all (allowOtherPorts)")
+    if n == 0:
+        fail(args.rendered, "no pod template with the sidecar for the NetworkPolicy to select")
+    return finish(f"NetworkPolicy {ident(pol)} admits the admin port only from the configured peers ({n} pod template(s))")
 
 
 # --- configs ----------------------------------------------------------------------------
@@ -705,7 +814,15 @@ def main():
     p.add_argument("rendered")
     p.add_argument("--mode", choices=("native", "classic"), required=True)
     p.add_argument("--min-pods", type=int, default=1)
+    p.add_argument("--want-sa-token", action="store_true")
     p.set_defaults(fn=cmd_pods)
+    p = sub.add_parser("netpol")
+    p.add_argument("rendered")
+    p.add_argument("--expect", choices=("present", "absent"), required=True)
+    p.add_argument("--want-from-json", type=json.loads, default=None,
+                   help="JSON list of the NetworkPolicyPeer objects the admin port must admit, exactly")
+    p.add_argument("--other-ports-open", action="store_true")
+    p.set_defaults(fn=cmd_netpol)
     p = sub.add_parser("monitoring")
     p.add_argument("rendered")
     p.set_defaults(fn=cmd_monitoring)

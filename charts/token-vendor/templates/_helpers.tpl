@@ -9,7 +9,8 @@ Public (for app charts that add the sidecar to their own pod spec; see README.md
   token-vendor.initContainers      native: the sidecar; classic: the "once" init container
   token-vendor.containers          native: nothing; classic: the sidecar
   token-vendor.initContainer       classic: the "once" init container; native: nothing
-  token-vendor.podSecurityContext  the pod securityContext (fsGroup is the token files' group)
+  token-vendor.podSecurityContext  the pod securityContext: only fsGroup (the token files' group);
+                                   the sidecar's uid is set on its own container
 
 Each public template takes one argument, any of:
   .                                 inside this chart
@@ -151,39 +152,139 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Name of the Secret volume holding one token's credentials. */}}
 {{- define "token-vendor.credentialsVolumeName" -}}
-{{- printf "tv-cred-%s" . | trunc 63 | trimSuffix "-" -}}
+{{- $n := printf "tv-cred-%s" . -}}
+{{- if or (gt (len $n) 63) (hasSuffix "-" $n) -}}
+{{- $n = printf "tv-cred-%s-%s" (trunc 45 . | trimSuffix "-") (sha256sum . | trunc 8) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/* The group of the token files: the pod's fsGroup, else its first supplementalGroups entry. */}}
+{{- define "token-vendor.filesGroup" -}}
+{{- $psc := default (dict) . -}}
+{{- if hasKey $psc "fsGroup" -}}
+{{- $psc.fsGroup | int64 -}}
+{{- else if $psc.supplementalGroups -}}
+{{- first $psc.supplementalGroups | int64 -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
-token-vendor.validate: fails on inconsistent values that the schema cannot express.
+token-vendor.durationSeconds: a duration string in token-vendor's (humantime) syntax, in
+seconds (a float), so that guards can apply the binary's lower bounds. The syntax itself is
+checked by values.schema.json.
+*/}}
+{{- define "token-vendor.durationSeconds" -}}
+{{- $units := dict "nanos" 1e-9 "nsec" 1e-9 "ns" 1e-9 "usec" 1e-6 "us" 1e-6 "µs" 1e-6 "millis" 1e-3 "msec" 1e-3 "ms" 1e-3 "seconds" 1.0 "second" 1.0 "secs" 1.0 "sec" 1.0 "s" 1.0 "minutes" 60.0 "minute" 60.0 "min" 60.0 "mins" 60.0 "m" 60.0 "hours" 3600.0 "hour" 3600.0 "hr" 3600.0 "hrs" 3600.0 "h" 3600.0 "days" 86400.0 "day" 86400.0 "d" 86400.0 "weeks" 604800.0 "week" 604800.0 "wk" 604800.0 "wks" 604800.0 "w" 604800.0 "months" 2630016.0 "month" 2630016.0 "M" 2630016.0 "years" 31557600.0 "year" 31557600.0 "yr" 31557600.0 "yrs" 31557600.0 "y" 31557600.0 -}}
+{{- $total := 0.0 -}}
+{{- range $m := regexFindAll "[0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+" (toString .) -1 -}}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $m | float64 -}}
+{{- $unit := regexFind "[a-zA-Zµ]+$" $m -}}
+{{- $total = addf $total (mulf $num (default 0.0 (index $units $unit))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/*
+token-vendor.validate: fails on values that token-vendor check would refuse and that the
+schema cannot express (cross-field rules, duration bounds), and on missing or placeholder
+token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with `check`.
 */}}
 {{- define "token-vendor.validate" -}}
 {{- $ctx := dict -}}
 {{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
 {{- $v := $ctx.values -}}
+{{- $in := "" -}}
+{{- if not $ctx.self -}}
+{{- $in = printf " under %s: in the parent chart's values" $ctx.subchart -}}
+{{- else if not $ctx.root.Chart.IsRoot -}}
+{{- $in = printf " under %s: in the parent chart's values" $ctx.root.Chart.Name -}}
+{{- end -}}
 {{- if and (eq $v.sidecar.mode "native") (semverCompare "<1.29.0-0" $ctx.root.Capabilities.KubeVersion.Version) -}}
 {{- fail (printf "sidecar.mode=native needs Kubernetes 1.29+ (native sidecars); this cluster is %s: set sidecar.mode=classic" $ctx.root.Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- if not $v.tokens -}}
-{{- fail "tokens: at least one token is required" -}}
+{{- fail (printf "token-vendor: no tokens are configured. Set tokens%s: each with a name, the tokenUrl (or baseUrl) of your identity provider, clientId and clientSecret (or existingSecret) and outputs; see the chart's README.md" $in) -}}
+{{- end -}}
+{{- $c := $v.config -}}
+{{- $w := $c.refresh.window -}}
+{{- if gt (index $w 0 | float64) (index $w 1 | float64) -}}
+{{- fail (printf "config.refresh.window %v is not a window: use two fractions 0 < low <= high < 1, such as [0.70, 0.85]" $w) -}}
+{{- end -}}
+{{- $minb := include "token-vendor.durationSeconds" $c.refresh.minBackoff | float64 -}}
+{{- if lt $minb 0.01 -}}
+{{- fail (printf "config.refresh.minBackoff %q must be at least 10ms, or retries would spin" $c.refresh.minBackoff) -}}
+{{- end -}}
+{{- if lt (include "token-vendor.durationSeconds" $c.refresh.maxBackoff | float64) $minb -}}
+{{- fail (printf "config.refresh.maxBackoff %q must not be smaller than config.refresh.minBackoff %q" $c.refresh.maxBackoff $c.refresh.minBackoff) -}}
+{{- end -}}
+{{- if lt (include "token-vendor.durationSeconds" $c.reload.pollInterval | float64) 0.1 -}}
+{{- fail (printf "config.reload.pollInterval %q must be at least 100ms" $c.reload.pollInterval) -}}
+{{- end -}}
+{{- if $v.serviceAccountToken.enabled -}}
+{{- $cp := trimSuffix "/" $v.credentialsPath -}}
+{{- if or (eq $cp "/var/run/secrets/token-vendor") (hasPrefix "/var/run/secrets/token-vendor/" $cp) (hasPrefix (printf "%s/" $cp) "/var/run/secrets/token-vendor") -}}
+{{- fail (printf "credentialsPath %q overlaps /var/run/secrets/token-vendor, where serviceAccountToken mounts the projected token: use another directory, such as /var/run/secrets/token-vendor-credentials" $v.credentialsPath) -}}
+{{- end -}}
 {{- end -}}
 {{- $seen := dict -}}
 {{- range $i, $t := $v.tokens -}}
+{{- $at := printf "tokens[%d] (%s)" $i $t.name -}}
 {{- if hasKey $seen $t.name -}}
 {{- fail (printf "tokens[%d].name %q is used twice" $i $t.name) -}}
 {{- end -}}
 {{- $_ := set $seen $t.name true -}}
 {{- if eq (empty $t.tokenUrl) (empty $t.baseUrl) -}}
-{{- fail (printf "tokens[%d] (%s): set exactly one of tokenUrl and baseUrl" $i $t.name) -}}
+{{- fail (printf "%s: set exactly one of tokenUrl and baseUrl" $at) -}}
+{{- end -}}
+{{- $url := default $t.tokenUrl $t.baseUrl -}}
+{{- $urlKey := ternary "tokenUrl" "baseUrl" (not (empty $t.tokenUrl)) -}}
+{{- if regexMatch "^(?i)https?://idp\\.example\\.com([:/?#]|$)" $url -}}
+{{- fail (printf "%s: %s %q is the chart's placeholder: set the token endpoint of your identity provider%s" $at $urlKey $url $in) -}}
+{{- end -}}
+{{- $insecure := and $t.http (hasKey $t.http "allowInsecureHttp") $t.http.allowInsecureHttp -}}
+{{- if and (regexMatch "^(?i)http://" $url) (not $insecure) (not (regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $url)) -}}
+{{- fail (printf "%s: %s %q: http:// sends the client secret in clear text; use https://, or set http.allowInsecureHttp: true if you must" $at $urlKey $url) -}}
 {{- end -}}
 {{- if $v.existingSecret -}}
 {{- if or $t.clientId $t.clientSecret -}}
-{{- fail (printf "tokens[%d] (%s): clientId/clientSecret are not used with existingSecret %q: remove them (the Secret's keys %s and %s are read)" $i $t.name $v.existingSecret (default (printf "%s.client_id" $t.name) $t.clientIdKey) (default (printf "%s.client_secret" $t.name) $t.clientSecretKey)) -}}
+{{- fail (printf "%s: clientId/clientSecret are not used with existingSecret %q: remove them (the Secret's keys %s and %s are read)" $at $v.existingSecret (default (printf "%s.client_id" $t.name) $t.clientIdKey) (default (printf "%s.client_secret" $t.name) $t.clientSecretKey)) -}}
 {{- end -}}
 {{- else -}}
 {{- if or (not $t.clientId) (not $t.clientSecret) -}}
-{{- fail (printf "tokens[%d] (%s): clientId and clientSecret are required unless existingSecret is set" $i $t.name) -}}
+{{- fail (printf "%s: clientId and clientSecret are required unless existingSecret is set" $at) -}}
 {{- end -}}
+{{- range $k := list "clientId" "clientSecret" -}}
+{{- if eq (index $t $k | toString | upper) "CHANGE-ME" -}}
+{{- fail (printf "%s: %s is still the placeholder CHANGE-ME: set the real value (e.g. --set-file tokens[%d].%s=./file) or use existingSecret" $at $k $i $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (default "client_secret_basic" $t.authMethod) "client_secret_basic_raw") (contains ":" (toString $t.clientId)) -}}
+{{- fail (printf "%s: a client id with ':' cannot be sent with client_secret_basic_raw (the server would split it at the ':'); use client_secret_basic" $at) -}}
+{{- end -}}
+{{- end -}}
+{{- with $t.defaultLifetime -}}
+{{- if lt (include "token-vendor.durationSeconds" . | float64) 2.0 -}}
+{{- fail (printf "%s: defaultLifetime %q must be at least 2s" $at .) -}}
+{{- end -}}
+{{- end -}}
+{{- with $t.http -}}
+{{- $h := . -}}
+{{- range $k := list "timeout" "connectTimeout" -}}
+{{- if and (hasKey $h $k) (eq (include "token-vendor.durationSeconds" (index $h $k) | float64) 0.0) -}}
+{{- fail (printf "%s: http.%s must be greater than zero" $at $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if ne (empty $h.clientCertFile) (empty $h.clientKeyFile) -}}
+{{- fail (printf "%s: http.clientCertFile and http.clientKeyFile go together for mutual TLS: set both or neither" $at) -}}
+{{- end -}}
+{{- end -}}
+{{- $files := dict -}}
+{{- range $j, $o := $t.outputs -}}
+{{- if hasKey $files $o.file -}}
+{{- fail (printf "%s: outputs[%d].file %q is already written by another output; every output needs its own file" $at $j $o.file) -}}
+{{- end -}}
+{{- $_ := set $files $o.file true -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -209,6 +310,15 @@ refresh:
 reload:
   poll_interval: {{ $c.reload.pollInterval | toJson }}
 on_exit: {{ $c.onExit | toJson }}
+{{- /*
+TODO(state_dir): once the binary accepts the key, render here
+  state_dir: /var/run/token-vendor/state
+so the warm-start state lives on the sidecar-only volume that token-vendor.volumes and
+token-vendor.sidecarVolumeMounts already provide (stateVolume). Likewise the projected
+service-account token (serviceAccountToken) is mounted at /var/run/secrets/token-vendor/token,
+the binary's default client_assertion_file / subject_token_file: the auth_method / grant keys
+that use it are not rendered yet.
+*/}}
 tokens:
 {{- range $t := $v.tokens }}
   - name: {{ $t.name | toJson }}
@@ -259,10 +369,10 @@ tokens:
     outputs:
     {{- range $o := $t.outputs }}
       - path: {{ printf "%s/%s/%s" (trimSuffix "/" $v.tokenVolume.mountPath) $t.name $o.file | toJson }}
-        format: {{ $o.format | toJson }}
+        format: {{ default "raw" $o.format | toJson }}
         mode: {{ default $v.outputMode $o.mode | toString | toJson }}
-        {{- if and $v.podSecurityContext (hasKey $v.podSecurityContext "fsGroup") }}
-        gid: {{ $v.podSecurityContext.fsGroup | int64 }}
+        {{- with include "token-vendor.filesGroup" $v.podSecurityContext }}
+        gid: {{ . }}
         {{- end }}
     {{- end }}
 {{- end }}
@@ -278,6 +388,13 @@ tokens:
 - name: token-vendor-config
   mountPath: /etc/token-vendor
   readOnly: true
+- name: {{ $v.stateVolume.name }}
+  mountPath: /var/run/token-vendor/state
+{{- if $v.serviceAccountToken.enabled }}
+- name: token-vendor-sa-token
+  mountPath: /var/run/secrets/token-vendor
+  readOnly: true
+{{- end }}
 {{- range $t := $v.tokens }}
 - name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
   mountPath: {{ printf "%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name }}
@@ -408,7 +525,9 @@ the token exists before the app starts. Renders nothing in native mode.
 {{/*
 token-vendor.volumes: the pod volumes. The token volume is an in-memory emptyDir; each
 token's credentials are a Secret volume of their own (files client_id, client_secret), so
-that the kubelet's atomic ..data swap happens in the directory token-vendor watches.
+that the kubelet's atomic ..data swap happens in the directory token-vendor watches. The
+state volume and the projected service-account token (serviceAccountToken.enabled) are
+mounted by the token-vendor containers only: token-vendor.appVolumeMounts never mounts them.
 */}}
 {{- define "token-vendor.volumes" -}}
 {{- $ctx := dict -}}
@@ -422,6 +541,26 @@ that the kubelet's atomic ..data swap happens in the directory token-vendor watc
   configMap:
     name: {{ $ctx.configMapName }}
     defaultMode: 0444
+- name: {{ $v.stateVolume.name }}
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ $v.stateVolume.sizeLimit }}
+{{- if $v.serviceAccountToken.enabled }}
+- name: token-vendor-sa-token
+  projected:
+    {{- if hasKey $v.podSecurityContext "fsGroup" }}
+    defaultMode: 0440
+    {{- else }}
+    defaultMode: 0444
+    {{- end }}
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: {{ $v.serviceAccountToken.expirationSeconds | int64 }}
+          {{- with $v.serviceAccountToken.audience }}
+          audience: {{ . | quote }}
+          {{- end }}
+{{- end }}
 {{- range $t := $v.tokens }}
 - name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
   secret:
@@ -451,7 +590,11 @@ that the kubelet's atomic ..data swap happens in the directory token-vendor watc
   readOnly: true
 {{- end -}}
 
-{{/* token-vendor.podSecurityContext: the pod securityContext (a map, not a list). */}}
+{{/*
+token-vendor.podSecurityContext: the pod securityContext (a map, not a list). By default only
+fsGroup: the group that lets the sidecar read its credentials and the app read the tokens.
+It sets no runAsUser: the app keeps its own UID; the sidecar sets 65532 on its own container.
+*/}}
 {{- define "token-vendor.podSecurityContext" -}}
 {{- $ctx := dict -}}
 {{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
