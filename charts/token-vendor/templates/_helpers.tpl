@@ -310,15 +310,9 @@ refresh:
 reload:
   poll_interval: {{ $c.reload.pollInterval | toJson }}
 on_exit: {{ $c.onExit | toJson }}
-{{- /*
-TODO(state_dir): once the binary accepts the key, render here
-  state_dir: /var/run/token-vendor/state
-so the warm-start state lives on the sidecar-only volume that token-vendor.volumes and
-token-vendor.sidecarVolumeMounts already provide (stateVolume). Likewise the projected
-service-account token (serviceAccountToken) is mounted at /var/run/secrets/token-vendor/token,
-the binary's default client_assertion_file / subject_token_file: the auth_method / grant keys
-that use it are not rendered yet.
-*/}}
+{{- /* Warm-start state on the sidecar-only volume (stateVolume). The volume's root is the kubelet's 0777
+directory, which token-vendor refuses to trust; it creates `tv` inside, 0700 and its own. */}}
+state_dir: "/var/run/token-vendor/state/tv"
 tokens:
 {{- range $t := $v.tokens }}
   - name: {{ $t.name | toJson }}
