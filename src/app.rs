@@ -157,7 +157,7 @@ fn build_refresher(
 
 /// The fingerprint of a token's credentials as they are now, `None` when they cannot be read.
 fn credentials_now(cfg: &TokenConfig) -> Option<u64> {
-    cfg.auth.fingerprint().ok()
+    crate::token::client::credentials_fingerprint(&cfg.auth, &cfg.grant).ok()
 }
 
 struct Running {

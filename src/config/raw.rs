@@ -17,6 +17,16 @@ pub enum RawAuthMethod {
     ClientSecretBasic,
     ClientSecretBasicRaw,
     ClientSecretPost,
+    /// A public client: no credential (token exchange).
+    None,
+}
+
+/// `grant` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawGrant {
+    ClientCredentials,
+    TokenExchange,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +84,10 @@ pub struct RawToken {
     pub default_lifetime: Option<HumanDuration>,
     pub http: Option<RawHttp>,
     pub outputs: Vec<RawOutput>,
+    pub grant: Option<RawGrant>,
+    pub subject_token_file: Option<PathBuf>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 #[derive(Deserialize)]

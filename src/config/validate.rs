@@ -18,7 +18,7 @@ use super::{
     ReloadConfig, TokenConfig,
 };
 use crate::credentials::CredentialSource;
-use crate::token::{ClientAuth, Grant};
+use crate::token::ClientAuth;
 
 /// Parses and checks config text: the config, or every problem found.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
@@ -366,22 +366,38 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         at,
         c,
     );
-    let client_id = credential(
-        at,
-        "client_id",
-        raw.client_id,
-        raw.client_id_file,
-        raw.client_id_env,
-        c,
-    );
-    let client_secret = credential(
-        at,
-        "client_secret",
-        raw.client_secret,
-        raw.client_secret_file,
-        raw.client_secret_env,
-        c,
-    );
+    let public = raw.auth_method == Some(RawAuthMethod::None);
+    let id_given =
+        raw.client_id.is_some() || raw.client_id_file.is_some() || raw.client_id_env.is_some();
+    let secret_given = raw.client_secret.is_some()
+        || raw.client_secret_file.is_some()
+        || raw.client_secret_env.is_some();
+    if public && secret_given {
+        c.problem(
+            at,
+            "auth_method: none is a public client: remove the client_secret keys",
+        );
+    }
+    let client_id = (!public || id_given).then(|| {
+        credential(
+            at,
+            "client_id",
+            raw.client_id,
+            raw.client_id_file,
+            raw.client_id_env,
+            c,
+        )
+    });
+    let client_secret = (!public).then(|| {
+        credential(
+            at,
+            "client_secret",
+            raw.client_secret,
+            raw.client_secret_file,
+            raw.client_secret_env,
+            c,
+        )
+    });
 
     let params = raw.params.unwrap_or_default();
     for k in params.keys() {
@@ -418,7 +434,7 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
 
     let method = raw.auth_method.unwrap_or(RawAuthMethod::ClientSecretBasic);
     if method == RawAuthMethod::ClientSecretBasicRaw {
-        if let Some(CredentialSource::Inline(id)) = &client_id {
+        if let Some(Some(CredentialSource::Inline(id))) = &client_id {
             if secrecy::ExposeSecret::expose_secret(id).contains(':') {
                 c.problem(
                     format!("{at}.client_id"),
@@ -428,29 +444,40 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         }
     }
 
+    let grant_keys = super::grant::RawGrantKeys {
+        grant: raw.grant,
+        subject_token_file: raw.subject_token_file,
+        subject_token_type: raw.subject_token_type,
+        requested_token_type: raw.requested_token_type,
+    };
+    let grant = super::grant::grant(grant_keys, &params, at)
+        .map_err(|ps| ps.into_iter().for_each(|(p, m)| c.problem(p, m)))
+        .ok();
     if c.problems.len() != before {
         return None;
     }
-    let (client_id, client_secret) = (client_id?, client_secret?);
     let auth = match method {
+        RawAuthMethod::None => ClientAuth::None {
+            client_id: client_id.flatten(),
+        },
         RawAuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
-            client_id,
-            client_secret,
+            client_id: client_id??,
+            client_secret: client_secret??,
         },
         RawAuthMethod::ClientSecretBasicRaw => ClientAuth::SecretBasicRaw {
-            client_id,
-            client_secret,
+            client_id: client_id??,
+            client_secret: client_secret??,
         },
         RawAuthMethod::ClientSecretPost => ClientAuth::SecretPost {
-            client_id,
-            client_secret,
+            client_id: client_id??,
+            client_secret: client_secret??,
         },
     };
     Some(TokenConfig {
         name: raw.name,
         token_url: token_url?,
         auth,
-        grant: Grant::ClientCredentials,
+        grant: grant?,
         scope: raw.scope.filter(|s| !s.trim().is_empty()),
         audience: raw.audience,
         resource,

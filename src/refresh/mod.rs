@@ -393,6 +393,18 @@ pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
         feed(k);
         feed(v);
     }
+    // Fed only for token exchange, so that client-credentials configs keep the fingerprint they had.
+    if let crate::token::Grant::TokenExchange {
+        subject_token_file,
+        subject_token_type,
+        requested_token_type,
+    } = &cfg.grant
+    {
+        feed(cfg.grant.grant_type());
+        feed(&subject_token_file.to_string_lossy());
+        feed(subject_token_type);
+        feed(requested_token_type.as_deref().unwrap_or(""));
+    }
     match cfg.auth.client_id().map(|src| (src, src.load())) {
         Some((_, Ok(id))) => feed(id.expose_secret()),
         Some((src, Err(_))) => feed(&format!("{src:?}")),

@@ -51,6 +51,16 @@ impl fmt::Debug for TokenClient {
     }
 }
 
+/// A hash of everything a request reads at request time (client credentials, a subject token), to notice a rotation.
+/// For a grant that reads nothing it is the client authentication's own fingerprint.
+pub fn credentials_fingerprint(auth: &ClientAuth, grant: &Grant) -> Result<u64, AuthError> {
+    let auth = auth.fingerprint()?;
+    match grant.fingerprint()? {
+        0 => Ok(auth),
+        g => Ok(auth.rotate_left(1) ^ g),
+    }
+}
+
 fn credentials_error(e: AuthError) -> FetchError {
     FetchError::new(ErrorKind::Credentials, chain(&e))
 }
@@ -90,7 +100,10 @@ impl TokenClient {
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
     pub fn credentials_changed(&self) -> bool {
         let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        match (self.spec.auth.fingerprint(), last) {
+        match (
+            credentials_fingerprint(&self.spec.auth, &self.spec.grant),
+            last,
+        ) {
             (Ok(now), Some(last)) => now != last,
             _ => false,
         }
@@ -98,7 +111,8 @@ impl TokenClient {
 
     /// One token request. `issued_at` is taken before sending, so the token's times err on the early side.
     pub async fn fetch(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
-        let fingerprint = self.spec.auth.fingerprint().map_err(credentials_error)?;
+        let fingerprint = credentials_fingerprint(&self.spec.auth, &self.spec.grant)
+            .map_err(credentials_error)?;
         let req = self.request(issued_at).map_err(credentials_error)?;
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
         let forms = req.redaction_forms();

@@ -1,0 +1,154 @@
+//! Validation of a token's `grant` and its keys (`subject_token_file`, `subject_token_type`, `requested_token_type`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::raw::RawGrant;
+use crate::token::Grant;
+
+/// Where the chart mounts the projected service-account token.
+pub const DEFAULT_SUBJECT_TOKEN_FILE: &str = "/var/run/secrets/token-vendor/token";
+/// RFC 8693 §3: the subject token is a JWT (a Kubernetes service-account token is one).
+pub const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// Form fields the token-exchange grant sets itself; `params` may not override them.
+const EXCHANGE_FIELDS: &[&str] = &[
+    "subject_token",
+    "subject_token_type",
+    "requested_token_type",
+];
+
+/// The grant keys of one token as written.
+pub struct RawGrantKeys {
+    pub grant: Option<RawGrant>,
+    pub subject_token_file: Option<PathBuf>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+}
+
+/// The grant, or the problems as (config path, message); `at` is the token's path (`tokens[0]`).
+pub fn grant(
+    raw: RawGrantKeys,
+    params: &BTreeMap<String, String>,
+    at: &str,
+) -> Result<Grant, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let grant = match raw.grant.unwrap_or(RawGrant::ClientCredentials) {
+        RawGrant::ClientCredentials => {
+            for (key, set) in [
+                ("subject_token_file", raw.subject_token_file.is_some()),
+                ("subject_token_type", raw.subject_token_type.is_some()),
+                ("requested_token_type", raw.requested_token_type.is_some()),
+            ] {
+                if set {
+                    problems.push((
+                        format!("{at}.{key}"),
+                        "applies only to grant: token_exchange".to_string(),
+                    ));
+                }
+            }
+            Grant::ClientCredentials
+        }
+        RawGrant::TokenExchange => {
+            let file = raw
+                .subject_token_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBJECT_TOKEN_FILE));
+            if file.as_os_str().is_empty() {
+                problems.push((
+                    format!("{at}.subject_token_file"),
+                    "must not be empty".to_string(),
+                ));
+            }
+            let subject_type = raw
+                .subject_token_type
+                .unwrap_or_else(|| DEFAULT_SUBJECT_TOKEN_TYPE.to_string());
+            for (key, value) in [
+                ("subject_token_type", Some(&subject_type)),
+                ("requested_token_type", raw.requested_token_type.as_ref()),
+            ] {
+                if let Some(v) = value {
+                    if !is_uri(v) {
+                        problems.push((
+                            format!("{at}.{key}"),
+                            format!("{v:?} is not a token type URI such as {DEFAULT_SUBJECT_TOKEN_TYPE}"),
+                        ));
+                    }
+                }
+            }
+            for k in params.keys() {
+                if EXCHANGE_FIELDS.contains(&k.as_str()) {
+                    problems.push((
+                        format!("{at}.params.{k}"),
+                        format!("`{k}` is set by token-vendor itself; use the dedicated key instead of params"),
+                    ));
+                }
+            }
+            Grant::TokenExchange {
+                subject_token_file: file,
+                subject_token_type: subject_type,
+                requested_token_type: raw.requested_token_type,
+            }
+        }
+    };
+    if problems.is_empty() {
+        Ok(grant)
+    } else {
+        Err(problems)
+    }
+}
+
+/// RFC 8693 §3 token types are absolute URIs (`urn:...`); a bare word is a typo.
+fn is_uri(s: &str) -> bool {
+    url::Url::parse(s).is_ok() && !s.chars().any(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(grant: Option<RawGrant>) -> RawGrantKeys {
+        RawGrantKeys {
+            grant,
+            subject_token_file: None,
+            subject_token_type: None,
+            requested_token_type: None,
+        }
+    }
+
+    #[test]
+    fn token_exchange_defaults_to_the_projected_token_as_a_jwt() {
+        let g = grant(keys(Some(RawGrant::TokenExchange)), &BTreeMap::new(), "t").unwrap();
+        assert_eq!(
+            g,
+            Grant::TokenExchange {
+                subject_token_file: PathBuf::from(DEFAULT_SUBJECT_TOKEN_FILE),
+                subject_token_type: DEFAULT_SUBJECT_TOKEN_TYPE.into(),
+                requested_token_type: None,
+            }
+        );
+        assert_eq!(
+            grant(keys(None), &BTreeMap::new(), "t").unwrap(),
+            Grant::ClientCredentials
+        );
+    }
+
+    #[test]
+    fn exchange_keys_without_the_grant_and_bad_types_are_named() {
+        let mut k = keys(None);
+        k.subject_token_file = Some("/x".into());
+        let e = grant(k, &BTreeMap::new(), "tokens[0]").unwrap_err();
+        assert_eq!(e[0].0, "tokens[0].subject_token_file");
+        let mut k = keys(Some(RawGrant::TokenExchange));
+        k.requested_token_type = Some("access_token".into());
+        let params = BTreeMap::from([("subject_token".to_string(), "x".to_string())]);
+        let e = grant(k, &params, "tokens[0]").unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tokens[0].requested_token_type",
+                "tokens[0].params.subject_token"
+            ]
+        );
+    }
+}
