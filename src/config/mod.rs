@@ -4,6 +4,7 @@
 //! refresher → sinks (output files). Config holds the domain types of the request (`ClientAuth`, `Grant`,
 //! `HttpConfig`) but opens no file other than itself: file checks belong to the `check` command.
 
+pub mod auth;
 mod raw;
 mod validate;
 

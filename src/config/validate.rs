@@ -335,6 +335,7 @@ const RESERVED_PARAMS: &[&str] = &[
 
 fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig> {
     let before = c.problems.len();
+    let keyed = super::auth::keyed(&raw, at, &mut c.problems);
     if !valid_name(&raw.name) {
         c.problem(
             format!("{at}.name"),
@@ -374,14 +375,19 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         raw.client_id_env,
         c,
     );
-    let client_secret = credential(
-        at,
-        "client_secret",
-        raw.client_secret,
-        raw.client_secret_file,
-        raw.client_secret_env,
-        c,
-    );
+    let client_secret = keyed
+        .is_none()
+        .then(|| {
+            credential(
+                at,
+                "client_secret",
+                raw.client_secret,
+                raw.client_secret_file,
+                raw.client_secret_env,
+                c,
+            )
+        })
+        .flatten();
 
     let params = raw.params.unwrap_or_default();
     for k in params.keys() {
@@ -431,20 +437,22 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
     if c.problems.len() != before {
         return None;
     }
-    let (client_id, client_secret) = (client_id?, client_secret?);
-    let auth = match method {
-        RawAuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
+    let client_id = client_id?;
+    let auth = match (method, client_secret) {
+        (_, None) => keyed??.into_auth(client_id),
+        (RawAuthMethod::ClientSecretBasic, Some(client_secret)) => ClientAuth::SecretBasic {
             client_id,
             client_secret,
         },
-        RawAuthMethod::ClientSecretBasicRaw => ClientAuth::SecretBasicRaw {
+        (RawAuthMethod::ClientSecretBasicRaw, Some(client_secret)) => ClientAuth::SecretBasicRaw {
             client_id,
             client_secret,
         },
-        RawAuthMethod::ClientSecretPost => ClientAuth::SecretPost {
+        (RawAuthMethod::ClientSecretPost, Some(client_secret)) => ClientAuth::SecretPost {
             client_id,
             client_secret,
         },
+        _ => return None,
     };
     Some(TokenConfig {
         name: raw.name,
