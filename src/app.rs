@@ -181,6 +181,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
     clients: HttpClients,
+    /// At start-up only: refreshers not yet through their warm-start attempt (`None` once the admin server runs).
+    starting: Option<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// Binds the admin listener; `[::]` falls back to `0.0.0.0` where IPv6 is off.
@@ -208,6 +210,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             running: BTreeMap::new(),
             clients: HttpClients::default(),
+            starting: Some(Vec::new()),
         }
     }
 
@@ -230,6 +233,14 @@ impl Daemon {
         )?;
         let (stop, rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let refresher = match &mut self.starting {
+            Some(starting) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                starting.push(rx);
+                refresher.on_started(tx)
+            }
+            None => refresher,
+        };
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
             cfg.name.clone(),
@@ -417,6 +428,12 @@ pub async fn run(
     let poll = config.reload.poll_interval;
     let mut daemon = Daemon::new(config_path.clone(), config, clock);
     daemon.start_all().map_err(|e| Error::Start(Box::new(e)))?;
+    // A token adopted from the previous run makes the very first /readyz answer 200: the admin server starts once
+    // every warm-start attempt is over (file work on the blocking pool, bounded; a stuck one is not waited for).
+    let warm_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    for starting in daemon.starting.take().unwrap_or_default() {
+        let _ = tokio::time::timeout_at(warm_deadline, starting).await;
+    }
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(admin::serve(listener, daemon.admin(), async {
         let _ = server_stop_rx.await;

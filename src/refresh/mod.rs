@@ -96,6 +96,8 @@ pub struct Refresher<V: Vend> {
     warned_default: bool,
     last_attempt: Option<Instant>,
     rng: StdRng,
+    /// Told once the warm-start attempt is over, so the admin server's first answer already reflects it.
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
@@ -140,7 +142,14 @@ impl<V: Vend> Refresher<V> {
             warned_default: false,
             last_attempt: None,
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+            started: None,
         }
+    }
+
+    /// `tx` is told when the warm-start attempt is over (adopted or not), before any request is made.
+    pub fn on_started(mut self, tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.started = Some(tx);
+        self
     }
 
     /// Adopts a still-valid token left by an earlier run; returns the delay to its planned refresh.
@@ -340,6 +349,9 @@ impl<V: Vend> Refresher<V> {
             name: self.name.clone(),
         };
         let first = self.warm_start().await.unwrap_or_default();
+        if let Some(tx) = self.started.take() {
+            let _ = tx.send(());
+        }
         let mut at = self.clock.mono() + first;
         loop {
             self.announce(at);
