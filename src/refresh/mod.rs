@@ -40,6 +40,10 @@ pub trait Vend: Send + Sync + 'static {
         -> impl Future<Output = Result<Token, FetchError>> + Send;
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
     fn credentials_changed(&self) -> bool;
+    /// The `exp` of a client assertion read from a file, which no refresh may be planned past.
+    fn assertion_exp(&self) -> Option<SystemTime> {
+        None
+    }
 }
 
 /// The production vendor: the token client, which reads the credentials fresh for every request.
@@ -60,6 +64,10 @@ impl Vend for ClientVend {
 
     fn credentials_changed(&self) -> bool {
         self.client.credentials_changed()
+    }
+
+    fn assertion_exp(&self) -> Option<SystemTime> {
+        self.client.auth().assertion_exp()
     }
 }
 
@@ -185,7 +193,8 @@ impl<V: Vend> Refresher<V> {
     /// Delay from `now` to this token's planned refresh, with a fresh draw from the window.
     fn plan(&mut self, token: &Token, now: SystemTime) -> Duration {
         let u = self.rng.random();
-        next_refresh(token.issued_at, token.usable_span(), now, &self.policy, u)
+        let next = next_refresh(token.issued_at, token.usable_span(), now, &self.policy, u);
+        schedule::clamp_to_assertion(next, now, self.vend.assertion_exp())
     }
 
     /// How long the current token stays `valid()`, if it is valid now.

@@ -306,6 +306,17 @@ impl ClientAuth {
         }
     }
 
+    /// The `exp` of the assertion file as it is now (unverified), for `client_assertion_file`.
+    pub fn assertion_exp(&self) -> Option<SystemTime> {
+        match self {
+            ClientAuth::ClientAssertionFile { path, .. } => {
+                let (_, exp) = read_assertion(path).ok()?;
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp?))
+            }
+            _ => None,
+        }
+    }
+
     /// Files this method reads besides its credential sources, with their config keys.
     pub fn key_files(&self) -> Vec<(&'static str, &Path)> {
         match self {
