@@ -239,3 +239,61 @@ fn check_names_the_key_path_for_a_bad_key_an_alg_mismatch_and_a_missing_assertio
     assert!(!all.contains("tokens[3]"), "{all}");
     assert!(!all.contains(&pem_body(&p256)), "key leaked");
 }
+
+#[test]
+fn run_uses_a_rotated_key_file_from_the_next_request_and_leaks_no_key() {
+    let sb = Sandbox::new();
+    let (old, _) = keypair("ec", "P-256");
+    let (new, new_pub) = keypair("ec", "P-256");
+    // The server knows only the new key: the old one fails (permanent), the rotated file must then be used.
+    let idp = OidcServer::start(
+        sb.dir.path(),
+        json!({"port": 0, "ttl": 300, "clients": [
+            {"client_id": "rot", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": new_pub},
+        ]}),
+    )
+    .expect("oidc-provider must be installed for this test: run scripts/install-tools");
+    let d = sb.dir.path().display().to_string();
+    sb.write("keys/rot.pem", &old);
+    let cfg = sb.write(
+        "run.yaml",
+        &format!(
+            "listen: \"127.0.0.1:0\"\nlog: {{level: debug, format: json}}\nrefresh: {{min_backoff: 200ms, max_backoff: 30s}}\ntokens:\n  - name: rot\n    token_url: {url}\n    http: {{allow_insecure_http: true}}\n    client_id: rot\n    auth_method: private_key_jwt\n    private_key_file: {d}/keys/rot.pem\n    outputs:\n      - {{path: {d}/out/rot.json, format: json}}\n",
+            url = idp.url
+        ),
+    );
+    let mut p = crate::helpers::Proc::run(&cfg);
+    p.wait_admin();
+    crate::helpers::wait_until(Duration::from_secs(15), "the old key is refused", || {
+        p.logs().contains("invalid_client")
+    });
+    assert!(!p.ready(), "{}", p.describe());
+    // Rotation as a Secret update does it (write then rename); the watcher wakes the failed refresher well
+    // before max_backoff (30 s).
+    sb.write("keys/rot.pem.tmp", &new);
+    std::fs::rename(sb.path("keys/rot.pem.tmp"), sb.path("keys/rot.pem")).unwrap();
+    crate::helpers::wait_until(Duration::from_secs(15), "the rotated key is used", || {
+        p.ready()
+    });
+    let token: Value = serde_json::from_str(&sb.read("out/rot.json").unwrap()).unwrap();
+    assert!(token["access_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    let (_, status) = p.get("/status");
+    let (_, metrics) = p.get("/metrics");
+    let logs = p.logs();
+    crate::helpers::assert_no_leaks(
+        &[
+            ("stderr", &logs),
+            ("/status", &status),
+            ("/metrics", &metrics),
+        ],
+        &[pem_body(&old), pem_body(&new)],
+    );
+    // No assertion (a JWS with our ES256 header) appears anywhere either.
+    for (what, text) in [("stderr", &logs), ("/status", &status)] {
+        assert!(!text.contains("client_assertion="), "{what}: {text}");
+    }
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(10)).is_some());
+}
