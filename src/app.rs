@@ -505,7 +505,7 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
     let mut tasks = Vec::new();
     let clients = HttpClients::default();
     for t in &config.tokens {
-        let (mut refresher, _) = build_refresher(
+        let (refresher, _) = build_refresher(
             t,
             &clients,
             config.refresh,
@@ -513,6 +513,7 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             &metrics,
             config.state_dir.as_deref(),
         )?;
+        let mut refresher = refresher.one_shot();
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;

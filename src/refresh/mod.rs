@@ -106,6 +106,8 @@ pub struct Refresher<V: Vend> {
     rng: StdRng,
     /// Told once the warm-start attempt is over, so the admin server's first answer already reflects it.
     started: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `once`: no refresh follows a success and no retry follows a permanent error, so neither is announced.
+    one_shot: bool,
 }
 
 /// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
@@ -151,7 +153,14 @@ impl<V: Vend> Refresher<V> {
             last_attempt: None,
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
             started: None,
+            one_shot: false,
         }
+    }
+
+    /// For `once`: logs say nothing of a next refresh or a retry that will never come.
+    pub fn one_shot(mut self) -> Self {
+        self.one_shot = true;
+        self
     }
 
     /// `tx` is told when the warm-start attempt is over (adopted or not), before any request is made.
@@ -259,13 +268,22 @@ impl<V: Vend> Refresher<V> {
         if self.failures > 0 {
             tracing::info!(token = %self.name, failures = self.failures, "token endpoint recovered");
         }
-        tracing::info!(
-            token = %self.name,
-            expires_in = %humantime::format_duration(round_ms(token.lifetime)),
-            refresh_time = %rfc3339(token.refresh_time()),
-            next_refresh_in = %humantime::format_duration(round_ms(next)),
-            "token refreshed and written"
-        );
+        if self.one_shot {
+            tracing::info!(
+                token = %self.name,
+                expires_in = %humantime::format_duration(round_ms(token.lifetime)),
+                refresh_time = %rfc3339(token.refresh_time()),
+                "token vended and written"
+            );
+        } else {
+            tracing::info!(
+                token = %self.name,
+                expires_in = %humantime::format_duration(round_ms(token.lifetime)),
+                refresh_time = %rfc3339(token.refresh_time()),
+                next_refresh_in = %humantime::format_duration(round_ms(next)),
+                "token refreshed and written"
+            );
+        }
         // Said once, not at every refresh; said again if the server starts and then stops sending a lifetime.
         let assumed = token.lifetime_source == crate::token::LifetimeSource::Default;
         if assumed && !self.warned_default {
@@ -322,7 +340,9 @@ impl<V: Vend> Refresher<V> {
         let still_valid = remaining.map(|d| humantime::format_duration(round_ms(d)).to_string());
         if self.logged_kind != Some(error.kind) {
             let retry_in = humantime::format_duration(round_ms(next)).to_string();
-            if permanent {
+            if permanent && self.one_shot {
+                tracing::error!(token = %self.name, kind = %error.kind, error = %error.message, "token request failed; it will not succeed until the credentials or config change");
+            } else if permanent {
                 tracing::error!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; it will not succeed until the credentials or config change");
             } else {
                 tracing::warn!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; retrying");
