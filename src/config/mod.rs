@@ -193,7 +193,8 @@ impl Config {
 
     /// Parses and checks config text; `file` is only used to name the source in errors and to resolve relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        validate::parse(text).map_err(|problems| ConfigError {
+        let base = file.parent().unwrap_or(Path::new(""));
+        validate::parse(text, base).map_err(|problems| ConfigError {
             file: file.to_path_buf(),
             problems,
         })

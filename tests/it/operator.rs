@@ -134,3 +134,34 @@ fn once_announces_no_refresh_or_retry_that_will_never_come_and_run_does() {
     p.signal("TERM");
     let _ = p.wait_exit(Duration::from_secs(5));
 }
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let server = TokenServer::start(Behavior::issue(300));
+    let sb = Sandbox::new();
+    sb.write("conf/secrets/secret", "s3cret");
+    sb.write(
+        "conf/config.yaml",
+        &format!(
+            "tokens:\n  - name: t\n    token_url: {}\n    client_id: c\n    client_secret_file: secrets/secret\n    outputs: [{{path: out/token}}]\n",
+            server.url()
+        ),
+    );
+    std::fs::create_dir_all(sb.path("elsewhere")).unwrap();
+    // Started from another directory, with the config named relative to it.
+    let (st, out, err) = run_to_end(
+        &["once", "--config", "../conf/config.yaml"],
+        &sb.path("elsewhere"),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    assert!(
+        sb.read("conf/out/token").is_some(),
+        "the output is not next to the config:\n{err}"
+    );
+    assert!(
+        sb.read("elsewhere/out/token").is_none(),
+        "resolved against the working directory"
+    );
+}
