@@ -195,7 +195,17 @@ impl Config {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|e| err(format!("the file is not UTF-8 text: {e}")))?;
-        Config::parse(text, file)
+        let config = Config::parse(text, file)?;
+        // Looks at the file system (canonical paths), so it is here and not in `parse`: check, run, once and reload
+        // all come through this function.
+        let problems = crate::check::output_conflicts(file, &config);
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(config)
     }
 
     /// Parses and checks config text; `file` is only used to name the source in errors and to resolve relative paths.
