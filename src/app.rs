@@ -489,6 +489,7 @@ pub async fn run(
                 Some(Control::Stop) | None => break,
             },
             Some(()) = events.recv() => {
+                tracing::debug!("a watched file changed; re-reading");
                 // Kubernetes swaps several entries per update: let them settle, then read once.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while events.try_recv().is_ok() {}

@@ -138,6 +138,34 @@ pub fn output_conflicts(config_path: &Path, config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Tokens on plain `http://` without `allow_insecure_http` (allowed only because the host is loopback) whose
+/// request a proxy from the environment would carry: then the client secret would leave the pod in clear. Uses the
+/// matcher reqwest itself uses (`HTTP_PROXY`/`http_proxy`, `ALL_PROXY`/`all_proxy`, `NO_PROXY`/`no_proxy`, curl's
+/// rules, `HTTP_PROXY` ignored under CGI), so the answer is the one the client would act on.
+pub fn insecure_via_proxy(config: &Config) -> Vec<Problem> {
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+    let mut problems = Vec::new();
+    for (i, t) in config.tokens.iter().enumerate() {
+        if t.token_url.scheme() != "http" || t.http.allow_insecure_http {
+            continue;
+        }
+        let Ok(uri) = t.token_url.as_str().parse::<hyper::Uri>() else {
+            continue;
+        };
+        if matcher.intercept(&uri).is_some() {
+            problems.push(Problem {
+                path: format!("tokens[{i}].token_url"),
+                // The proxy's address is not shown: it may carry a password.
+                message: format!(
+                    "http:// is allowed without allow_insecure_http only straight to a loopback address, but a proxy from the environment (HTTP_PROXY/http_proxy or ALL_PROXY/all_proxy) would carry this request and the client secret in clear; add {} to NO_PROXY, use https://, or set http.allow_insecure_http: true",
+                    t.token_url.host_str().unwrap_or("the host")
+                ),
+            });
+        }
+    }
+    problems
+}
+
 /// The canonical form of `p` where it (or its directory) exists; else `p` made absolute, lexically.
 fn canon(p: &Path) -> PathBuf {
     if let Ok(c) = std::fs::canonicalize(p) {

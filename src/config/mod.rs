@@ -198,7 +198,8 @@ impl Config {
         let config = Config::parse(text, file)?;
         // Looks at the file system (canonical paths), so it is here and not in `parse`: check, run, once and reload
         // all come through this function.
-        let problems = crate::check::output_conflicts(file, &config);
+        let mut problems = crate::check::output_conflicts(file, &config);
+        problems.extend(crate::check::insecure_via_proxy(&config));
         if !problems.is_empty() {
             return Err(ConfigError {
                 file: file.to_path_buf(),
