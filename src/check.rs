@@ -166,22 +166,38 @@ pub fn insecure_via_proxy(config: &Config) -> Vec<Problem> {
     problems
 }
 
-/// The canonical form of `p` where it (or its directory) exists; else `p` made absolute, lexically.
+/// The canonical form of `p`: symlinks resolved in its longest existing ancestor, `.` and `..` resolved lexically
+/// in the part that does not exist yet.
 fn canon(p: &Path) -> PathBuf {
+    use std::path::Component;
     if let Ok(c) = std::fs::canonicalize(p) {
         return c;
     }
-    if let (Some(dir), Some(name)) = (p.parent(), p.file_name()) {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::canonicalize(dir) {
-            return d.join(name);
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
         }
     }
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+    let mut rest = Vec::new();
+    let mut base = lexical.as_path();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(base) {
+            return rest.iter().rev().fold(c, |acc: PathBuf, n| acc.join(n));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return lexical,
+        }
+    }
 }
 
 #[cfg(test)]
