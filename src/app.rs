@@ -122,20 +122,20 @@ pub fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenCli
     Ok(TokenClient::new(request_spec(cfg), http))
 }
 
-/// Builds every token's HTTP client (reading CA and certificate files); blocking. On failure: the token and why.
-fn build_clients_blocking(tokens: &[TokenConfig]) -> Result<HttpClients, (String, Error)> {
+/// Builds every token's HTTP client (reading CA and certificate files); blocking. Errors name the token.
+fn build_clients_blocking(tokens: &[TokenConfig]) -> Result<HttpClients, Box<Error>> {
     let clients = HttpClients::default();
     for t in tokens {
-        token_client(t, &clients).map_err(|e| (t.name.clone(), e))?;
+        token_client(t, &clients)?;
     }
     Ok(clients)
 }
 
 /// [`build_clients_blocking`] on the blocking pool.
-async fn build_clients(tokens: Vec<TokenConfig>) -> Result<HttpClients, (String, Error)> {
+async fn build_clients(tokens: Vec<TokenConfig>) -> Result<HttpClients, Error> {
     match tokio::task::spawn_blocking(move || build_clients_blocking(&tokens)).await {
-        Ok(r) => r,
-        Err(e) => Err((String::new(), Error::Task(e))),
+        Ok(r) => r.map_err(|e| *e),
+        Err(e) => Err(Error::Task(e)),
     }
 }
 
@@ -278,7 +278,7 @@ impl Daemon {
     pub async fn start_all(&mut self) -> Result<(), Error> {
         let tokens = self.config.tokens.clone();
         // The HTTP clients read CA and certificate files: build them on the blocking pool, then start from the cache.
-        self.clients = build_clients(tokens.clone()).await.map_err(|(_, e)| e)?;
+        self.clients = build_clients(tokens.clone()).await?;
         for t in &tokens {
             self.start(t)?;
         }
@@ -326,10 +326,10 @@ impl Daemon {
         .await;
         let (new, clients) = match parsed {
             Ok(Ok((new, Ok(clients)))) => (new, clients),
-            Ok(Ok((_, Err((t, e))))) => {
-                let problem = match &e {
-                    Error::Client { source, .. } => chain(source),
-                    other => chain(other),
+            Ok(Ok((_, Err(e)))) => {
+                let (t, problem) = match &*e {
+                    Error::Client { token, source } => (token.as_str(), chain(source)),
+                    other => ("", chain(other)),
                 };
                 tracing::error!(file = %self.config_path.display(), token = %t, problem = %problem, "new config rejected; the running config stays in effect");
                 self.metrics.reload(ReloadResult::error);
@@ -538,9 +538,7 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
     let metrics = Arc::new(Metrics::new());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tasks = Vec::new();
-    let clients = build_clients(config.tokens.clone())
-        .await
-        .map_err(|(_, e)| e)?;
+    let clients = build_clients(config.tokens.clone()).await?;
     for t in &config.tokens {
         let (mut refresher, _) = build_refresher(
             t,

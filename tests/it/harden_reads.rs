@@ -192,7 +192,8 @@ fn h03b_hostile_configs_by_reload_keep_the_running_config_and_livez() {
 
     let mut errors = 0;
     let nested = format!("tokens: {}{}\n", "[".repeat(150_000), "]".repeat(150_000));
-    let steps: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let steps: Vec<Step> = vec![
         (
             "FIFO",
             Box::new(|| {
@@ -445,7 +446,8 @@ fn once_fails_for_a_token_already_past_refresh_time() {
     let d = sb.dir.path().to_path_buf();
     let secret = sb.write("secret", "s3cret\n");
     // (An expires_in of 0 or less means "no usable lifetime": default_lifetime is assumed, as before.)
-    for expires_in in [1] {
+    {
+        let expires_in = 1;
         let server = TokenServer::start(Behavior::issue(expires_in));
         let cfg = sb.write(
             "config.yaml",
