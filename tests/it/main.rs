@@ -8,6 +8,7 @@ mod auth_blocks;
 mod check;
 mod daemon;
 mod exchange_server;
+mod harden_reads;
 mod hostile_output;
 mod hostile_state;
 mod once;
