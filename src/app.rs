@@ -122,6 +122,23 @@ pub fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenCli
     Ok(TokenClient::new(request_spec(cfg), http))
 }
 
+/// Builds every token's HTTP client (reading CA and certificate files); blocking. Errors name the token.
+fn build_clients_blocking(tokens: &[TokenConfig]) -> Result<HttpClients, Box<Error>> {
+    let clients = HttpClients::default();
+    for t in tokens {
+        token_client(t, &clients)?;
+    }
+    Ok(clients)
+}
+
+/// [`build_clients_blocking`] on the blocking pool.
+async fn build_clients(tokens: Vec<TokenConfig>) -> Result<HttpClients, Error> {
+    match tokio::task::spawn_blocking(move || build_clients_blocking(&tokens)).await {
+        Ok(r) => r.map_err(|e| *e),
+        Err(e) => Err(Error::Task(e)),
+    }
+}
+
 /// Everything needed to start one token's refresher.
 fn build_refresher(
     cfg: &TokenConfig,
@@ -181,6 +198,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
     clients: HttpClients,
+    /// At start-up only: refreshers not yet through their warm-start attempt (`None` once the admin server runs).
+    starting: Option<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// Binds the admin listener; `[::]` falls back to `0.0.0.0` where IPv6 is off.
@@ -197,8 +216,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Daemon {
-    pub fn new(config_path: PathBuf, config: Config, clock: Clock) -> Daemon {
-        let applied_bytes = std::fs::read(&config_path).ok();
+    /// `applied_bytes`: the config file's bytes `config` was parsed from, if known (a reload of the same bytes is a no-op).
+    pub fn new(
+        config_path: PathBuf,
+        config: Config,
+        clock: Clock,
+        applied_bytes: Option<Vec<u8>>,
+    ) -> Daemon {
         Daemon {
             config_path,
             config,
@@ -208,6 +232,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             running: BTreeMap::new(),
             clients: HttpClients::default(),
+            starting: Some(Vec::new()),
         }
     }
 
@@ -230,6 +255,14 @@ impl Daemon {
         )?;
         let (stop, rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let refresher = match &mut self.starting {
+            Some(starting) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                starting.push(rx);
+                refresher.on_started(tx)
+            }
+            None => refresher,
+        };
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
             cfg.name.clone(),
@@ -253,8 +286,10 @@ impl Daemon {
     }
 
     /// Starts every configured token. Errors here are configuration errors (an unreadable CA file, say).
-    pub fn start_all(&mut self) -> Result<(), Error> {
+    pub async fn start_all(&mut self) -> Result<(), Error> {
         let tokens = self.config.tokens.clone();
+        // The HTTP clients read CA and certificate files: build them on the blocking pool, then start from the cache.
+        self.clients = build_clients(tokens.clone()).await?;
         for t in &tokens {
             self.start(t)?;
         }
@@ -272,15 +307,17 @@ impl Daemon {
                 r.wake.notify_one();
             }
         }
-        let bytes = match std::fs::read(&self.config_path) {
-            Ok(b) => b,
+        // Reading and parsing run on the blocking pool: a FIFO, `/dev/zero` or a pathological document must never
+        // stall the runtime thread, which answers /livez.
+        let path = self.config_path.clone();
+        let bytes = match tokio::task::spawn_blocking(move || Config::read(&path)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                self.reject_unreadable(e.to_string());
+                return;
+            }
             Err(e) => {
-                let marker = format!("\0unreadable: {}", e.kind()).into_bytes();
-                if self.rejected_bytes.as_deref() != Some(&marker) {
-                    tracing::error!(file = %self.config_path.display(), error = %e, "cannot re-read the config; the running config stays in effect");
-                    self.metrics.reload(ReloadResult::error);
-                    self.rejected_bytes = Some(marker);
-                }
+                self.reject_unreadable(format!("the reading task failed: {e}"));
                 return;
             }
         };
@@ -289,10 +326,28 @@ impl Daemon {
         {
             return;
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let new = match Config::parse(&text, &self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
+        let (path, b) = (self.config_path.clone(), bytes.clone());
+        let parsed = tokio::task::spawn_blocking(move || {
+            let new = Config::parse_bytes(&b, &path)?;
+            // Every client must build before anything is swapped, so a bad CA file cannot take tokens down.
+            // Fresh clients, so a CA file or client certificate replaced at the same path is read again.
+            let clients = build_clients_blocking(&new.tokens);
+            Ok::<_, ConfigError>((new, clients))
+        })
+        .await;
+        let (new, clients) = match parsed {
+            Ok(Ok((new, Ok(clients)))) => (new, clients),
+            Ok(Ok((_, Err(e)))) => {
+                let (t, problem) = match &*e {
+                    Error::Client { token, source } => (token.as_str(), chain(source)),
+                    other => ("", chain(other)),
+                };
+                tracing::error!(file = %self.config_path.display(), token = %t, problem = %problem, "new config rejected; the running config stays in effect");
+                self.metrics.reload(ReloadResult::error);
+                self.rejected_bytes = Some(bytes);
+                return;
+            }
+            Ok(Err(e)) => {
                 for p in &e.problems {
                     tracing::error!(file = %self.config_path.display(), key = %p.path, problem = %p.message, "new config rejected; the running config stays in effect");
                 }
@@ -300,29 +355,28 @@ impl Daemon {
                 self.rejected_bytes = Some(bytes);
                 return;
             }
+            Err(e) => {
+                tracing::error!(file = %self.config_path.display(), error = %e, "new config rejected: the parsing task failed; the running config stays in effect");
+                self.metrics.reload(ReloadResult::error);
+                self.rejected_bytes = Some(bytes);
+                return;
+            }
         };
-        // Every client must build before anything is swapped, so a bad CA file cannot take tokens down.
-        // Fresh clients, so a CA file or client certificate replaced at the same path is read again.
-        let clients = HttpClients::default();
-        if let Some((t, e)) = new
-            .tokens
-            .iter()
-            .find_map(|t| token_client(t, &clients).err().map(|e| (t, e)))
-        {
-            let problem = match &e {
-                Error::Client { source, .. } => chain(source),
-                other => chain(other),
-            };
-            tracing::error!(file = %self.config_path.display(), token = %t.name, problem = %problem, "new config rejected; the running config stays in effect");
-            self.metrics.reload(ReloadResult::error);
-            self.rejected_bytes = Some(bytes);
-            return;
-        }
         self.clients = clients;
         self.apply(new, watch).await;
         self.applied_bytes = Some(bytes);
         self.rejected_bytes = None;
         self.metrics.reload(ReloadResult::success);
+    }
+
+    /// Logs once (per kind of failure) that the config file cannot be read; the running config stays.
+    fn reject_unreadable(&mut self, error: String) {
+        let marker = format!("\0unreadable: {error}").into_bytes();
+        if self.rejected_bytes.as_deref() != Some(&marker) {
+            tracing::error!(file = %self.config_path.display(), error = %error, "cannot re-read the config; the running config stays in effect");
+            self.metrics.reload(ReloadResult::error);
+            self.rejected_bytes = Some(marker);
+        }
     }
 
     async fn apply(&mut self, new: Config, watch: &mut DirWatch) {
@@ -415,8 +469,22 @@ pub async fn run(
     let listener = bind(config.listen).await.map_err(listen)?;
     let addr = listener.local_addr().map_err(listen)?;
     let poll = config.reload.poll_interval;
-    let mut daemon = Daemon::new(config_path.clone(), config, clock);
-    daemon.start_all().map_err(|e| Error::Start(Box::new(e)))?;
+    let p = config_path.clone();
+    let applied = tokio::task::spawn_blocking(move || Config::read(&p).ok())
+        .await
+        .ok()
+        .flatten();
+    let mut daemon = Daemon::new(config_path.clone(), config, clock, applied);
+    daemon
+        .start_all()
+        .await
+        .map_err(|e| Error::Start(Box::new(e)))?;
+    // A token adopted from the previous run makes the very first /readyz answer 200: the admin server starts once
+    // every warm-start attempt is over (file work on the blocking pool, bounded; a stuck one is not waited for).
+    let warm_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    for starting in daemon.starting.take().unwrap_or_default() {
+        let _ = tokio::time::timeout_at(warm_deadline, starting).await;
+    }
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(admin::serve(listener, daemon.admin(), async {
         let _ = server_stop_rx.await;
@@ -438,6 +506,7 @@ pub async fn run(
                 Some(Control::Stop) | None => break,
             },
             Some(()) = events.recv() => {
+                tracing::debug!("a watched file changed; re-reading");
                 // Kubernetes swaps several entries per update: let them settle, then read once.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while events.try_recv().is_ok() {}
@@ -486,9 +555,9 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
     let metrics = Arc::new(Metrics::new());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tasks = Vec::new();
-    let clients = HttpClients::default();
+    let clients = build_clients(config.tokens.clone()).await?;
     for t in &config.tokens {
-        let (mut refresher, _) = build_refresher(
+        let (refresher, _) = build_refresher(
             t,
             &clients,
             config.refresh,
@@ -496,7 +565,9 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             &metrics,
             config.state_dir.as_deref(),
         )?;
+        let mut refresher = refresher.one_shot();
         let (name, url) = (t.name.clone(), t.token_url.to_string());
+        let state = state.clone();
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;
             let mut last: Option<String> = None;
@@ -511,7 +582,24 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             loop {
                 attempts += 1;
                 match tokio::time::timeout_at(deadline, refresher.refresh_once()).await {
-                    Ok(Outcome::Refreshed { .. }) => return None,
+                    Ok(Outcome::Refreshed { .. }) => {
+                        // Success means a token the reference client would use now (`valid()`), not merely an answer.
+                        let refresh_time = state
+                            .update(&name, |s| s.published.as_ref().map(|p| p.refresh_time))
+                            .flatten();
+                        let now = state.clock().wall();
+                        return match refresh_time {
+                            Some(rt) if now < rt => None,
+                            Some(rt) => fail(
+                                attempts,
+                                format!(
+                                    "the token received is already past its refresh_time ({}): its lifetime (expires_in) is too short to be used; not a valid token",
+                                    humantime::format_rfc3339_seconds(rt)
+                                ),
+                            ),
+                            None => fail(attempts, "the token received was not published".into()),
+                        };
+                    }
                     Ok(Outcome::Failed { error, next }) => {
                         let permanent = error.kind.is_permanent();
                         last = Some(error.to_string());

@@ -1,12 +1,10 @@
 //! Where the client id and secret come from (inline, a mounted file, an environment variable), read fresh for every request.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// A credential file larger than this is a mistake (a wrong path), not a secret.
-const MAX_CREDENTIAL_BYTES: u64 = 16 * 1024;
+use crate::fsread::{self, ReadError, CREDENTIAL_LIMIT};
 
 /// Where one credential is read from. `Debug` never shows an inline value.
 #[derive(Debug, Clone)]
@@ -67,18 +65,16 @@ impl PartialEq for CredentialSource {
 
 fn read_file(path: &Path) -> Result<SecretString, CredentialError> {
     let path_buf = || path.to_path_buf();
-    let read = |source| CredentialError::Read {
-        path: path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CREDENTIAL_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
-        return Err(CredentialError::TooLarge { path: path_buf() });
-    }
+    // Called on the runtime thread for every request: it stays safe because the open never blocks (O_NONBLOCK), a
+    // FIFO, device or directory is refused by the fstat of the descriptor, and at most CREDENTIAL_LIMIT bytes are
+    // read from a regular file. Symlinks are followed: a Kubernetes Secret volume is made of them.
+    let bytes = fsread::read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|e| match e {
+        ReadError::TooLarge { .. } => CredentialError::TooLarge { path: path_buf() },
+        other => CredentialError::Read {
+            path: path_buf(),
+            source: other,
+        },
+    })?;
     let mut text =
         String::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 { path: path_buf() })?;
     // Exactly one trailing newline is what editors and `echo` add; anything more is kept as written.
@@ -100,9 +96,9 @@ pub enum CredentialError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
-    #[error("cannot read {}: larger than {MAX_CREDENTIAL_BYTES} bytes; is this the right file?", path.display())]
+    #[error("cannot read {}: larger than {CREDENTIAL_LIMIT} bytes; is this the right file?", path.display())]
     TooLarge { path: PathBuf },
     #[error("cannot read {}: not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf },
@@ -178,7 +174,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
-        std::fs::write(&p, vec![b'a'; 20_000]).unwrap();
+        std::fs::write(&p, vec![b'a'; 70_000]).unwrap();
         assert!(CredentialSource::File(p)
             .load()
             .unwrap_err()

@@ -4,6 +4,7 @@
 //! refresher → sinks (output files). Config holds the domain types of the request (`ClientAuth`, `Grant`,
 //! `HttpConfig`) but opens no file other than itself: file checks belong to the `check` command.
 
+pub mod auth;
 mod grant;
 mod raw;
 mod validate;
@@ -20,9 +21,6 @@ use url::Url;
 use crate::credentials::CredentialSource;
 pub use crate::token::http::HttpConfig;
 use crate::token::{ClientAuth, Grant};
-
-/// The most bytes a config file may have; a larger one is refused, not read.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A checked configuration: every value here is valid, nothing downstream re-checks it.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,22 +176,55 @@ impl Config {
                 message,
             }],
         };
-        let meta =
-            std::fs::metadata(path).map_err(|e| err(format!("cannot read the file: {e}")))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(err(format!(
-                "the file is {} bytes; a config larger than {MAX_CONFIG_BYTES} bytes is refused",
-                meta.len()
-            )));
+        let bytes = Config::read(path).map_err(|e| err(e.to_string()))?;
+        Config::parse_bytes(&bytes, path)
+    }
+
+    /// The bytes of a config file: a regular file (a FIFO, device or directory is refused without blocking) of at
+    /// most CONFIG_LIMIT bytes, counted as they are read. Blocking: call it off the runtime thread.
+    pub fn read(path: &Path) -> Result<Vec<u8>, crate::fsread::ReadError> {
+        crate::fsread::read_bounded(path, crate::fsread::CONFIG_LIMIT, true)
+    }
+
+    /// Parses config bytes read by [`Self::read`]: UTF-8 only, nesting checked before the YAML parser sees them.
+    pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                path: String::new(),
+                message,
+            }],
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| err(format!("the file is not UTF-8 text: {e}")))?;
+        let config = Config::parse(text, file)?;
+        // Looks at the file system (canonical paths), so it is here and not in `parse`: check, run, once and reload
+        // all come through this function.
+        let mut problems = crate::check::output_conflicts(file, &config);
+        problems.extend(crate::check::insecure_via_proxy(&config));
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                problems,
+            });
         }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the file: {e}")))?;
-        Config::parse(&text, path)
+        Ok(config)
     }
 
     /// Parses and checks config text; `file` is only used to name the source in errors and to resolve relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        validate::parse(text).map_err(|problems| ConfigError {
+        // A deeply nested document costs the parser time and stack out of proportion to its size: refuse it first.
+        if let Err(e) = crate::fsread::yaml_nesting_ok(text, crate::fsread::YAML_MAX_DEPTH) {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: e.to_string(),
+                }],
+            });
+        }
+        let base = file.parent().unwrap_or(Path::new(""));
+        validate::parse(text, base).map_err(|problems| ConfigError {
             file: file.to_path_buf(),
             problems,
         })
@@ -412,6 +443,22 @@ tokens:
         // From a file the id is only known at request time (see token::auth).
         let from_file = raw.replace("client_id: \"tenant:app\"", "client_id_file: /run/id");
         assert!(parse(&from_file).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}{}\n", "[".repeat(150_000), "]".repeat(150_000));
+        let p = problems(&deep);
+        assert!(p[0].contains("nested more than 64 levels"), "{p:?}");
+    }
+
+    #[test]
+    fn special_files_are_refused_by_load() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [Path::new("/dev/zero"), dir.path()] {
+            let e = Config::load(p).unwrap_err().to_string();
+            assert!(e.contains("not a regular file; refused"), "{e}");
+        }
     }
 
     #[test]

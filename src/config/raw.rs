@@ -17,6 +17,8 @@ pub enum RawAuthMethod {
     ClientSecretBasic,
     ClientSecretBasicRaw,
     ClientSecretPost,
+    PrivateKeyJwt,
+    ClientAssertionFile,
     /// A public client: no credential (token exchange).
     None,
 }
@@ -84,6 +86,13 @@ pub struct RawToken {
     pub default_lifetime: Option<HumanDuration>,
     pub http: Option<RawHttp>,
     pub outputs: Vec<RawOutput>,
+    pub private_key_file: Option<PathBuf>,
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+    pub certificate_file: Option<PathBuf>,
+    pub assertion_audience: Option<String>,
+    pub assertion_lifetime: Option<HumanDuration>,
+    pub client_assertion_file: Option<PathBuf>,
     pub grant: Option<RawGrant>,
     pub subject_token_file: Option<PathBuf>,
     pub subject_token_type: Option<String>,

@@ -34,6 +34,32 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, so each labelled error counter can be exported at zero from the start.
+    pub const ALL: [ErrorKind; 19] = {
+        use ErrorKind::*;
+        [
+            Network,
+            Timeout,
+            UnknownHost,
+            Tls,
+            ServerError,
+            RateLimited,
+            TemporarilyUnavailable,
+            InvalidResponse,
+            ResponseTooLarge,
+            InvalidClient,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            InvalidRequest,
+            InvalidGrant,
+            ClientError,
+            Redirect,
+            Credentials,
+            OutputWrite,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         use ErrorKind::*;
         match self {
@@ -117,11 +143,96 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Replaces every occurrence of each of `forms` (longest first) by `(redacted)`.
+/// The shortest run of a secret's characters that is redacted wherever it appears: a server that echoes part of a
+/// credential (a prefix "for reference", a truncated value) must not put that part in a log line.
+pub const REDACT_RUN: usize = 8;
+
+/// Replaces by `(redacted)` every occurrence of each of `forms`, of the same forms with lower-case percent-encoding
+/// (`%2f` for `%2F`), and every run of [`REDACT_RUN`] or more characters taken from a form of that length or longer.
+///
+/// Works on a mask of `s`, so that one replacement cannot hide or create another; linear in `s` plus the forms.
 pub fn redact(s: &str, forms: &[String]) -> String {
-    let mut out = s.to_string();
+    let mut all: Vec<String> = Vec::with_capacity(forms.len() * 2);
     for f in forms {
-        out = out.replace(f.as_str(), "(redacted)");
+        all.push(f.clone());
+        let lower = lower_percent(f);
+        if lower != *f {
+            all.push(lower);
+        }
+    }
+    let mut mask = vec![false; s.len()];
+    for f in &all {
+        if f.is_empty() {
+            continue;
+        }
+        for (i, _) in s.match_indices(f.as_str()) {
+            mask[i..i + f.len()].iter_mut().for_each(|m| *m = true);
+        }
+    }
+    // Every REDACT_RUN-character window of the long forms; a window of `s` found among them is part of a secret.
+    let windows: std::collections::HashSet<&str> = all
+        .iter()
+        .flat_map(|f| char_windows(f).into_iter().map(|(_, w)| w))
+        .collect();
+    if !windows.is_empty() {
+        for (start, w) in char_windows(s) {
+            if windows.contains(w) {
+                mask[start..start + w.len()]
+                    .iter_mut()
+                    .for_each(|m| *m = true);
+            }
+        }
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut in_secret = false;
+    for (i, c) in s.char_indices() {
+        if mask[i] {
+            if !in_secret {
+                out.push_str("(redacted)");
+                in_secret = true;
+            }
+        } else {
+            in_secret = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every window of exactly REDACT_RUN characters of `s`, with its byte offset (none when `s` is shorter).
+fn char_windows(s: &str) -> Vec<(usize, &str)> {
+    let bounds: Vec<usize> = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(s.len()))
+        .collect();
+    (0..bounds.len().saturating_sub(REDACT_RUN))
+        .map(|k| (bounds[k], &s[bounds[k]..bounds[k + REDACT_RUN]]))
+        .collect()
+}
+
+/// `s` with the hex digits of its percent-escapes in lower case.
+fn lower_percent(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            out.push('%');
+            out.push(b[i + 1].to_ascii_lowercase() as char);
+            out.push(b[i + 2].to_ascii_lowercase() as char);
+            i += 3;
+        } else {
+            let Some(c) = s[i..].chars().next() else {
+                break;
+            };
+            out.push(c);
+            i += c.len_utf8();
+        }
     }
     out
 }
@@ -308,6 +419,31 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redaction_covers_lower_case_escapes_and_echoed_runs() {
+        use super::redact;
+        let forms = vec![
+            "s3cr3t%2Fvalue%3D%3D".to_string(),
+            "s3cr3t/value==".to_string(),
+        ];
+        for echoed in [
+            "got s3cr3t%2fvalue%3d%3d here",
+            "got s3cr3t%2Fvalue%3D%3D here",
+            "got s3cr3t/value== here",
+            "got 3cr3t/val here",
+            "got t%2fvalue here",
+        ] {
+            let out = redact(echoed, &forms);
+            assert_eq!(out, "got (redacted) here", "{echoed}");
+        }
+        // Seven characters of it are not enough to say it is the secret.
+        assert_eq!(redact("got s3cr3t/ here", &forms), "got s3cr3t/ here");
+        assert_eq!(redact("plain text", &forms), "plain text");
+        // Multi-byte characters do not split.
+        let f = vec!["ünïcødé-sécret".to_string()];
+        assert_eq!(redact("x ïcødé-sé y", &f), "x (redacted) y");
+    }
+
     use super::*;
     use reqwest::header::HeaderValue;
 

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use super::auth::{AuthError, RequestContext, TokenRequest};
 use crate::credentials::CredentialError;
-use crate::fsread::{read_bounded, ReadError, CREDENTIAL_LIMIT};
+use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
 
 /// RFC 8693 §2.1's `grant_type` for token exchange.
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -80,20 +80,10 @@ impl Grant {
 
 /// The subject token as the file has it now, trimmed of the newline editors add; never cached.
 fn subject_token(path: &Path) -> Result<SecretString, AuthError> {
-    let bytes = read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|e| {
-        let path = path.to_path_buf();
-        AuthError::Credential(match e {
-            ReadError::Open { source, .. } | ReadError::Read { source, .. } => {
-                CredentialError::Read { path, source }
-            }
-            ReadError::TooLarge { limit, .. } => CredentialError::Read {
-                path,
-                source: std::io::Error::other(format!("larger than {limit} bytes; refused")),
-            },
-            ReadError::NotRegular { kind, .. } => CredentialError::Read {
-                path,
-                source: std::io::Error::other(format!("{kind}, not a regular file")),
-            },
+    let bytes = read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|source| {
+        AuthError::Credential(CredentialError::Read {
+            path: path.to_path_buf(),
+            source,
         })
     })?;
     let text = String::from_utf8(bytes).map_err(|_| {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::fsread::{read_bounded, ReadError, PEM_LIMIT};
+
 pub const USER_AGENT_VALUE: &str = concat!("token-vendor/", env!("CARGO_PKG_VERSION"));
 
 /// A token's HTTP settings, checked by the config.
@@ -40,7 +42,7 @@ pub enum HttpClientError {
     ReadCa {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     #[error("ca_file {} is not a PEM certificate bundle", path.display())]
     CaNotPem {
@@ -55,7 +57,7 @@ pub enum HttpClientError {
         key: &'static str,
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     #[error("client_cert_file/client_key_file are not a PEM certificate and key")]
     ClientIdentity(#[source] reqwest::Error),
@@ -64,6 +66,9 @@ pub enum HttpClientError {
 }
 
 /// Builds the HTTP client for one token: rustls, timeouts, extra CA, client certificate, no redirects.
+///
+/// Reads the PEM files (regular files only, at most PEM_LIMIT bytes each, never blocking on a FIFO): call it off the
+/// runtime thread.
 pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
@@ -76,7 +81,7 @@ pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1);
     if let Some(ca) = &http.ca_file {
-        let pem = std::fs::read(ca).map_err(|source| HttpClientError::ReadCa {
+        let pem = read_bounded(ca, PEM_LIMIT, true).map_err(|source| HttpClientError::ReadCa {
             path: ca.clone(),
             source,
         })?;
@@ -95,10 +100,12 @@ pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client
     }
     if let (Some(cert), Some(key)) = (&http.client_cert_file, &http.client_key_file) {
         let read = |key_name: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| HttpClientError::ReadClientIdentity {
-                key: key_name,
-                path: path.clone(),
-                source,
+            read_bounded(path, PEM_LIMIT, true).map_err(|source| {
+                HttpClientError::ReadClientIdentity {
+                    key: key_name,
+                    path: path.clone(),
+                    source,
+                }
             })
         };
         let mut pem = read("client_cert_file", cert)?;

@@ -1,12 +1,14 @@
 //! Integration tests: the real `token-vendor` binary against token servers on 127.0.0.1.
 
 mod helpers;
+mod keys_auth;
 
 mod admin_flood;
 mod auth_blocks;
 mod check;
 mod daemon;
 mod exchange_server;
+mod harden_reads;
 mod hostile_output;
 mod hostile_state;
 mod once;

@@ -106,6 +106,14 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
         "h05b",
         "H5. Output directory swapped for a symlink after start",
     ),
+    (
+        "h03a",
+        "H3. Config, credential and CA paths that are FIFOs, /dev/zero, directories (check, run)",
+    ),
+    (
+        "h03b",
+        "H3. Hostile config by reload: FIFO, /dev/zero, directory, 150,000-level nesting",
+    ),
 ];
 
 /// Both tables: (heading, rows).
