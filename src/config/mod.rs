@@ -7,6 +7,7 @@
 pub mod auth;
 mod raw;
 mod validate;
+pub use validate::salvage;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -13,4 +13,5 @@ mod hostile_output;
 mod hostile_state;
 mod once;
 mod operator;
+mod ops_check;
 mod reliability;
