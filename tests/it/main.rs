@@ -14,4 +14,5 @@ mod hostile_state;
 mod once;
 mod operator;
 mod ops_check;
+mod ops_server_messages;
 mod reliability;

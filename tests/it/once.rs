@@ -450,7 +450,7 @@ fn every_error_case_gives_one_clear_line_and_no_file() {
                 200,
                 r#"{"access_token":"abc","token_type":"mac","expires_in":60}"#,
             ),
-            false,
+            true,
             "token_type \"mac\"; only Bearer tokens are supported",
         ),
         (
