@@ -14,5 +14,6 @@ mod hostile_state;
 mod once;
 mod operator;
 mod ops_check;
+mod ops_metrics;
 mod ops_server_messages;
 mod reliability;
