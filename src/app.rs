@@ -198,6 +198,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
     clients: HttpClients,
+    /// At start-up only: refreshers not yet through their warm-start attempt (`None` once the admin server runs).
+    starting: Option<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// Binds the admin listener; `[::]` falls back to `0.0.0.0` where IPv6 is off.
@@ -230,6 +232,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             running: BTreeMap::new(),
             clients: HttpClients::default(),
+            starting: Some(Vec::new()),
         }
     }
 
@@ -252,6 +255,14 @@ impl Daemon {
         )?;
         let (stop, rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let refresher = match &mut self.starting {
+            Some(starting) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                starting.push(rx);
+                refresher.on_started(tx)
+            }
+            None => refresher,
+        };
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
             cfg.name.clone(),
@@ -468,6 +479,12 @@ pub async fn run(
         .start_all()
         .await
         .map_err(|e| Error::Start(Box::new(e)))?;
+    // A token adopted from the previous run makes the very first /readyz answer 200: the admin server starts once
+    // every warm-start attempt is over (file work on the blocking pool, bounded; a stuck one is not waited for).
+    let warm_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    for starting in daemon.starting.take().unwrap_or_default() {
+        let _ = tokio::time::timeout_at(warm_deadline, starting).await;
+    }
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(admin::serve(listener, daemon.admin(), async {
         let _ = server_stop_rx.await;
@@ -540,7 +557,7 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
     let mut tasks = Vec::new();
     let clients = build_clients(config.tokens.clone()).await?;
     for t in &config.tokens {
-        let (mut refresher, _) = build_refresher(
+        let (refresher, _) = build_refresher(
             t,
             &clients,
             config.refresh,
@@ -548,6 +565,7 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             &metrics,
             config.state_dir.as_deref(),
         )?;
+        let mut refresher = refresher.one_shot();
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         let state = state.clone();
         tasks.push(tokio::spawn(async move {

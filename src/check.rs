@@ -39,6 +39,7 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         }
     }
     for (i, t) in config.tokens.iter().enumerate() {
+        crate::config::auth::check_files(i, &t.auth, &mut problems);
         for (key, src) in t.auth.sources() {
             if let Err(e) = src.load() {
                 problems.push(Problem {

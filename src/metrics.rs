@@ -213,6 +213,17 @@ impl Metrics {
     pub fn register_token(&self, token: &str) {
         let l = label(token);
         let _ = self.write_errors.get_or_create(&l);
+        for kind in crate::token::error::ErrorKind::ALL {
+            let e = ErrorLabels {
+                token: token.to_string(),
+                kind: kind.as_str().to_string(),
+            };
+            let _ = self.refresh_errors.get_or_create(&e);
+            self.error_series
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(e);
+        }
         for result in [
             RefreshResult::success,
             RefreshResult::transient_error,
@@ -295,6 +306,16 @@ mod tests {
         m.refresh_error("a", "timeout");
         m.refresh_error("b", "invalid_client");
         let text = m.encode(&state);
+        for kind in crate::token::error::ErrorKind::ALL {
+            assert!(
+                text.contains(&format!(
+                    "token_vendor_refresh_errors_total{{token=\"a\",kind=\"{}\"}} {}",
+                    kind.as_str(),
+                    if kind.as_str() == "timeout" { 2 } else { 0 }
+                )),
+                "{kind:?} not exported for a registered token:\n{text}"
+            );
+        }
         for result in ["success", "error"] {
             assert!(
                 text.contains(&format!(

@@ -502,6 +502,10 @@ mod tests {
         assert_eq!(j["access_token"], "abc.def-ghi");
         assert_eq!(j["token_type"], "Bearer");
         assert_eq!(j["expires_in"], 3600.0);
+        assert!(
+            j["expires_in"].is_u64(),
+            "a whole lifetime is an integer in token.json (typed readers refuse 3600.0): {j}"
+        );
         assert_eq!(j["issued_at"], "2027-01-15T08:00:00.000Z");
         assert_eq!(j["refresh_time"], "2027-01-15T08:59:00.000Z");
         assert_eq!(j["expires_at"], "2027-01-15T09:00:00.000Z");

@@ -4,6 +4,7 @@
 //! refresher → sinks (output files). Config holds the domain types of the request (`ClientAuth`, `Grant`,
 //! `HttpConfig`) but opens no file other than itself: file checks belong to the `check` command.
 
+pub mod auth;
 mod raw;
 mod validate;
 
@@ -221,7 +222,8 @@ impl Config {
                 }],
             });
         }
-        validate::parse(text).map_err(|problems| ConfigError {
+        let base = file.parent().unwrap_or(Path::new(""));
+        validate::parse(text, base).map_err(|problems| ConfigError {
             file: file.to_path_buf(),
             problems,
         })

@@ -17,6 +17,8 @@ pub enum RawAuthMethod {
     ClientSecretBasic,
     ClientSecretBasicRaw,
     ClientSecretPost,
+    PrivateKeyJwt,
+    ClientAssertionFile,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,13 @@ pub struct RawToken {
     pub default_lifetime: Option<HumanDuration>,
     pub http: Option<RawHttp>,
     pub outputs: Vec<RawOutput>,
+    pub private_key_file: Option<PathBuf>,
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+    pub certificate_file: Option<PathBuf>,
+    pub assertion_audience: Option<String>,
+    pub assertion_lifetime: Option<HumanDuration>,
+    pub client_assertion_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -20,12 +20,13 @@ use super::{
 use crate::credentials::CredentialSource;
 use crate::token::{ClientAuth, Grant};
 
-/// Parses and checks config text: the config, or every problem found.
-pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+/// Parses and checks config text: the config, or every problem found. Relative paths resolve against `base`, the
+/// config file's directory.
+pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
     };
-    match parse_into(text, &mut c) {
+    match parse_into(text, base, &mut c) {
         Some(cfg) if c.problems.is_empty() => Ok(cfg),
         _ => Err(c.problems),
     }
@@ -93,8 +94,8 @@ fn explain_serde(msg: &str) -> String {
     msg.to_string()
 }
 
-fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
-    let root: Value = match serde_yaml_ng::from_str(text) {
+fn parse_into(text: &str, base: &Path, c: &mut Checker) -> Option<Config> {
+    let mut root: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let at = e
@@ -105,6 +106,7 @@ fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
             return None;
         }
     };
+    resolve_relative_paths(&mut root, base);
     let Value::Mapping(map) = root else {
         c.problem("", "the config must be a YAML mapping with a `tokens` list");
         return None;
@@ -203,7 +205,7 @@ fn parse_into(text: &str, c: &mut Checker) -> Option<Config> {
             if p.as_os_str().is_empty() {
                 c.problem(
                     "state_dir",
-                    "must be a directory path, absolute or relative to the working directory",
+                    "must be a directory path, absolute or relative to the config file's directory",
                 );
                 return None;
             }
@@ -335,6 +337,7 @@ const RESERVED_PARAMS: &[&str] = &[
 
 fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig> {
     let before = c.problems.len();
+    let keyed = super::auth::keyed(&raw, at, &mut c.problems);
     if !valid_name(&raw.name) {
         c.problem(
             format!("{at}.name"),
@@ -374,14 +377,19 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         raw.client_id_env,
         c,
     );
-    let client_secret = credential(
-        at,
-        "client_secret",
-        raw.client_secret,
-        raw.client_secret_file,
-        raw.client_secret_env,
-        c,
-    );
+    let client_secret = keyed
+        .is_none()
+        .then(|| {
+            credential(
+                at,
+                "client_secret",
+                raw.client_secret,
+                raw.client_secret_file,
+                raw.client_secret_env,
+                c,
+            )
+        })
+        .flatten();
 
     let params = raw.params.unwrap_or_default();
     for k in params.keys() {
@@ -431,20 +439,22 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
     if c.problems.len() != before {
         return None;
     }
-    let (client_id, client_secret) = (client_id?, client_secret?);
-    let auth = match method {
-        RawAuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
+    let client_id = client_id?;
+    let auth = match (method, client_secret) {
+        (_, None) => keyed??.into_auth(client_id),
+        (RawAuthMethod::ClientSecretBasic, Some(client_secret)) => ClientAuth::SecretBasic {
             client_id,
             client_secret,
         },
-        RawAuthMethod::ClientSecretBasicRaw => ClientAuth::SecretBasicRaw {
+        (RawAuthMethod::ClientSecretBasicRaw, Some(client_secret)) => ClientAuth::SecretBasicRaw {
             client_id,
             client_secret,
         },
-        RawAuthMethod::ClientSecretPost => ClientAuth::SecretPost {
+        (RawAuthMethod::ClientSecretPost, Some(client_secret)) => ClientAuth::SecretPost {
             client_id,
             client_secret,
         },
+        _ => return None,
     };
     Some(TokenConfig {
         name: raw.name,
@@ -621,4 +631,58 @@ fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConf
         uid: raw.uid,
         gid: raw.gid,
     })
+}
+
+/// Every file path in the config (`state_dir`, an output's `path`, every `*_file` key, whatever method or grant it
+/// belongs to) that is relative is taken relative to the config file's directory, not the working directory: the
+/// config means the same wherever the process is started. One pass over the YAML, before any key is read, so a new
+/// `*_file` key is covered without a line here. `params` are form fields, not paths, and are left alone.
+pub fn resolve_relative_paths(v: &mut Value, base: &Path) {
+    if base.as_os_str().is_empty() {
+        return;
+    }
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let key = k.as_str().unwrap_or_default();
+                if key == "params" {
+                    continue;
+                }
+                let is_path = key == "path" || key == "state_dir" || key.ends_with("_file");
+                match val {
+                    Value::String(s)
+                        if is_path && !s.is_empty() && Path::new(s.as_str()).is_relative() =>
+                    {
+                        *s = base.join(s.as_str()).to_string_lossy().into_owned();
+                    }
+                    _ => resolve_relative_paths(val, base),
+                }
+            }
+        }
+        Value::Sequence(items) => items
+            .iter_mut()
+            .for_each(|i| resolve_relative_paths(i, base)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod relative_path_tests {
+    use super::*;
+
+    #[test]
+    fn every_file_key_and_output_path_resolves_against_the_config_directory_but_params_do_not() {
+        let mut v: Value = serde_yaml_ng::from_str(
+            "state_dir: st\ntokens:\n  - client_secret_file: s\n    private_key_file: /abs/k\n    http: {ca_file: ca.pem}\n    params: {x_file: keep}\n    outputs: [{path: out/t}]\n",
+        )
+        .unwrap();
+        resolve_relative_paths(&mut v, Path::new("/etc/tv"));
+        let t = &v["tokens"][0];
+        assert_eq!(v["state_dir"].as_str(), Some("/etc/tv/st"));
+        assert_eq!(t["client_secret_file"].as_str(), Some("/etc/tv/s"));
+        assert_eq!(t["private_key_file"].as_str(), Some("/abs/k"));
+        assert_eq!(t["http"]["ca_file"].as_str(), Some("/etc/tv/ca.pem"));
+        assert_eq!(t["params"]["x_file"].as_str(), Some("keep"));
+        assert_eq!(t["outputs"][0]["path"].as_str(), Some("/etc/tv/out/t"));
+    }
 }

@@ -40,6 +40,10 @@ pub trait Vend: Send + Sync + 'static {
         -> impl Future<Output = Result<Token, FetchError>> + Send;
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
     fn credentials_changed(&self) -> bool;
+    /// The `exp` of a client assertion read from a file, which no refresh may be planned past.
+    fn assertion_exp(&self) -> Option<SystemTime> {
+        None
+    }
 }
 
 /// The production vendor: the token client, which reads the credentials fresh for every request.
@@ -60,6 +64,10 @@ impl Vend for ClientVend {
 
     fn credentials_changed(&self) -> bool {
         self.client.credentials_changed()
+    }
+
+    fn assertion_exp(&self) -> Option<SystemTime> {
+        self.client.auth().assertion_exp()
     }
 }
 
@@ -96,6 +104,10 @@ pub struct Refresher<V: Vend> {
     warned_default: bool,
     last_attempt: Option<Instant>,
     rng: StdRng,
+    /// Told once the warm-start attempt is over, so the admin server's first answer already reflects it.
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `once`: no refresh follows a success and no retry follows a permanent error, so neither is announced.
+    one_shot: bool,
 }
 
 /// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
@@ -140,7 +152,21 @@ impl<V: Vend> Refresher<V> {
             warned_default: false,
             last_attempt: None,
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+            started: None,
+            one_shot: false,
         }
+    }
+
+    /// For `once`: logs say nothing of a next refresh or a retry that will never come.
+    pub fn one_shot(mut self) -> Self {
+        self.one_shot = true;
+        self
+    }
+
+    /// `tx` is told when the warm-start attempt is over (adopted or not), before any request is made.
+    pub fn on_started(mut self, tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.started = Some(tx);
+        self
     }
 
     /// Adopts a still-valid token left by an earlier run; returns the delay to its planned refresh.
@@ -176,7 +202,8 @@ impl<V: Vend> Refresher<V> {
     /// Delay from `now` to this token's planned refresh, with a fresh draw from the window.
     fn plan(&mut self, token: &Token, now: SystemTime) -> Duration {
         let u = self.rng.random();
-        next_refresh(token.issued_at, token.usable_span(), now, &self.policy, u)
+        let next = next_refresh(token.issued_at, token.usable_span(), now, &self.policy, u);
+        schedule::clamp_to_assertion(next, now, self.vend.assertion_exp())
     }
 
     /// How long the current token stays `valid()`, if it is valid now.
@@ -241,13 +268,22 @@ impl<V: Vend> Refresher<V> {
         if self.failures > 0 {
             tracing::info!(token = %self.name, failures = self.failures, "token endpoint recovered");
         }
-        tracing::info!(
-            token = %self.name,
-            expires_in = %humantime::format_duration(round_ms(token.lifetime)),
-            refresh_time = %rfc3339(token.refresh_time()),
-            next_refresh_in = %humantime::format_duration(round_ms(next)),
-            "token refreshed and written"
-        );
+        if self.one_shot {
+            tracing::info!(
+                token = %self.name,
+                expires_in = %humantime::format_duration(round_ms(token.lifetime)),
+                refresh_time = %rfc3339(token.refresh_time()),
+                "token vended and written"
+            );
+        } else {
+            tracing::info!(
+                token = %self.name,
+                expires_in = %humantime::format_duration(round_ms(token.lifetime)),
+                refresh_time = %rfc3339(token.refresh_time()),
+                next_refresh_in = %humantime::format_duration(round_ms(next)),
+                "token refreshed and written"
+            );
+        }
         // Said once, not at every refresh; said again if the server starts and then stops sending a lifetime.
         let assumed = token.lifetime_source == crate::token::LifetimeSource::Default;
         if assumed && !self.warned_default {
@@ -304,7 +340,9 @@ impl<V: Vend> Refresher<V> {
         let still_valid = remaining.map(|d| humantime::format_duration(round_ms(d)).to_string());
         if self.logged_kind != Some(error.kind) {
             let retry_in = humantime::format_duration(round_ms(next)).to_string();
-            if permanent {
+            if permanent && self.one_shot {
+                tracing::error!(token = %self.name, kind = %error.kind, error = %error.message, "token request failed; it will not succeed until the credentials or config change");
+            } else if permanent {
                 tracing::error!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; it will not succeed until the credentials or config change");
             } else {
                 tracing::warn!(token = %self.name, kind = %error.kind, error = %error.message, retry_in, valid_for = still_valid.as_deref().unwrap_or("no valid token"), "token refresh failed; retrying");
@@ -340,6 +378,9 @@ impl<V: Vend> Refresher<V> {
             name: self.name.clone(),
         };
         let first = self.warm_start().await.unwrap_or_default();
+        if let Some(tx) = self.started.take() {
+            let _ = tx.send(());
+        }
         let mut at = self.clock.mono() + first;
         loop {
             self.announce(at);

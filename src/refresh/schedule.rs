@@ -49,6 +49,21 @@ pub fn next_refresh(
         .unwrap_or_default()
 }
 
+/// `delay` (from `now` to a planned refresh), clamped so that the refresh goes out one second before `assertion_exp`,
+/// the `exp` of a client assertion someone else signed: if the file is not rotated in time, the refresh is still
+/// made with a valid assertion. An assertion already within its last second changes nothing (its request fails
+/// with a clear error instead).
+pub fn clamp_to_assertion(
+    delay: Duration,
+    now: SystemTime,
+    assertion_exp: Option<SystemTime>,
+) -> Duration {
+    match assertion_exp.and_then(|exp| exp.duration_since(now).ok()) {
+        Some(left) if left > ONE_SECOND => delay.min(left - ONE_SECOND),
+        _ => delay,
+    }
+}
+
 /// How long a token whose `refresh_time` is given stays `valid()` after `now`; `None` when it is not valid now.
 pub fn remaining(refresh_time: SystemTime, now: SystemTime) -> Option<Duration> {
     refresh_time
@@ -308,5 +323,24 @@ mod tests {
                 p.max_backoff
             );
         }
+    }
+
+    #[test]
+    fn a_refresh_is_never_planned_past_the_client_assertion_exp() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let s = Duration::from_secs;
+        // (planned delay, assertion exp from now, expected)
+        for (delay, exp, want) in [
+            (s(600), None, s(600)),
+            (s(600), Some(s(3600)), s(600)),
+            (s(600), Some(s(300)), s(299)),
+            (s(600), Some(s(601)), s(600)),
+            (s(600), Some(s(1)), s(600)),
+        ] {
+            let exp = exp.map(|e| now + e);
+            assert_eq!(clamp_to_assertion(delay, now, exp), want, "{exp:?}");
+        }
+        // An assertion that expired already changes nothing.
+        assert_eq!(clamp_to_assertion(s(600), now, Some(now - s(5))), s(600));
     }
 }

@@ -6,14 +6,18 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use secrecy::zeroize::Zeroize;
+
+use super::jws::{Alg, AssertionSigner, KeyError, KeyId, SigningKey, JWT_BEARER};
 use crate::credentials::{CredentialError, CredentialSource, Credentials};
+use crate::fsread::{read_bounded, ReadError, CREDENTIAL_LIMIT, PEM_LIMIT};
 
 /// What a method may need besides its own credentials, known only when a request is made.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +119,116 @@ pub enum AuthError {
     Credential(#[from] CredentialError),
     #[error("the client id contains ':' which HTTP Basic cannot carry raw; use auth_method: client_secret_basic")]
     ColonInRawBasicId,
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
+    #[error("{}: not a JWT (three base64url parts with a JSON payload); the client assertion file must hold one signed token", path.display())]
+    NotAJwt { path: PathBuf },
+    #[error("the client assertion in {} expired at {exp} (unix time) and was not rotated; check what writes it (kubelet projects the service-account token)", path.display())]
+    AssertionExpired { path: PathBuf, exp: u64 },
+}
+
+/// Where a signed assertion's `kid`/`x5t#S256` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyIdSource {
+    None,
+    Kid(String),
+    /// `x5t#S256` of this certificate, which must carry the private key's public key.
+    Certificate(PathBuf),
+}
+
+/// The `aud` of a signed assertion: always one string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssertionAudience {
+    TokenEndpoint,
+    Literal(String),
+}
+
+/// `private_key_jwt` (RFC 7523 §2.2): the key file is read at every request, so a rotated key is used at the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivateKeyJwt {
+    pub client_id: CredentialSource,
+    pub private_key_file: PathBuf,
+    pub alg: Option<Alg>,
+    pub key_id: KeyIdSource,
+    pub audience: AssertionAudience,
+    pub lifetime: Duration,
+}
+
+impl PrivateKeyJwt {
+    /// Reads and parses the key (and certificate) as they are now; the PEM bytes are wiped once parsed.
+    pub fn signer(&self) -> Result<AssertionSigner, AuthError> {
+        let key_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuthError::Key { path, source }
+        };
+        let mut pem = read_bounded(&self.private_key_file, PEM_LIMIT, true)?;
+        let key = SigningKey::from_pem(&pem);
+        pem.zeroize();
+        let key = key.map_err(key_err(&self.private_key_file))?;
+        let key_id = match &self.key_id {
+            KeyIdSource::None => KeyId::None,
+            KeyIdSource::Kid(k) => KeyId::Kid(k.clone()),
+            KeyIdSource::Certificate(cert) => {
+                let pem = read_bounded(cert, PEM_LIMIT, true)?;
+                KeyId::from_certificate_pem(&pem, &key).map_err(key_err(cert))?
+            }
+        };
+        AssertionSigner::new(key, self.alg, key_id).map_err(key_err(&self.private_key_file))
+    }
+
+    fn audience<'a>(&'a self, ctx: &RequestContext<'a>) -> &'a str {
+        match &self.audience {
+            AssertionAudience::TokenEndpoint => ctx.token_url.as_str(),
+            AssertionAudience::Literal(a) => a,
+        }
+    }
+}
+
+/// Reads a client assertion file (a JWT someone else signed, e.g. the projected service-account token), bounded,
+/// and checks that it looks like a JWT; `exp` is the payload's `exp`, read without verifying the signature.
+pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthError> {
+    let mut bytes = read_bounded(path, CREDENTIAL_LIMIT, true)?;
+    let text = String::from_utf8(std::mem::take(&mut bytes)).map_err(|e| {
+        e.into_bytes().zeroize();
+        AuthError::NotAJwt {
+            path: path.to_path_buf(),
+        }
+    })?;
+    let text = SecretString::from(text);
+    let trimmed = text.expose_secret().trim();
+    let exp = jwt_exp(trimmed).ok_or_else(|| AuthError::NotAJwt {
+        path: path.to_path_buf(),
+    })?;
+    Ok((SecretString::from(trimmed.to_string()), exp))
+}
+
+/// `Some(exp)` of a compact JWS's payload (`None` inside when it has none); `None` when it is not a JWT.
+fn jwt_exp(jwt: &str) -> Option<Option<u64>> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[1].trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    let obj = v.as_object()?;
+    Some(obj.get("exp").and_then(|e| {
+        e.as_u64()
+            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    }))
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// How the client proves who it is to the token endpoint. `Debug` never shows a credential.
@@ -137,6 +251,13 @@ pub enum ClientAuth {
     },
     /// A public client (RFC 6749 §2.1): no credential, the `client_id` field only when one is given.
     None { client_id: Option<CredentialSource> },
+    /// RFC 7523 §2.2: a fresh assertion signed with our key for every request.
+    PrivateKeyJwt(Box<PrivateKeyJwt>),
+    /// An assertion someone else signed (the projected service-account token), re-read for every request.
+    ClientAssertionFile {
+        client_id: CredentialSource,
+        path: PathBuf,
+    },
 }
 
 impl ClientAuth {
@@ -147,6 +268,8 @@ impl ClientAuth {
             ClientAuth::SecretBasicRaw { .. } => "client_secret_basic_raw",
             ClientAuth::SecretPost { .. } => "client_secret_post",
             ClientAuth::None { .. } => "none",
+            ClientAuth::PrivateKeyJwt(_) => "private_key_jwt",
+            ClientAuth::ClientAssertionFile { .. } => "client_assertion_file",
         }
     }
 
@@ -155,7 +278,9 @@ impl ClientAuth {
         match self {
             ClientAuth::SecretBasic { client_id, .. }
             | ClientAuth::SecretBasicRaw { client_id, .. }
-            | ClientAuth::SecretPost { client_id, .. } => Some(client_id),
+            | ClientAuth::SecretPost { client_id, .. }
+            | ClientAuth::ClientAssertionFile { client_id, .. } => Some(client_id),
+            ClientAuth::PrivateKeyJwt(k) => Some(&k.client_id),
             ClientAuth::None { client_id } => client_id.as_ref(),
         }
     }
@@ -176,6 +301,36 @@ impl ClientAuth {
                 client_secret,
             } => vec![("client_id", client_id), ("client_secret", client_secret)],
             ClientAuth::None { client_id } => client_id.iter().map(|c| ("client_id", c)).collect(),
+            ClientAuth::PrivateKeyJwt(k) => vec![("client_id", &k.client_id)],
+            ClientAuth::ClientAssertionFile { client_id, .. } => vec![("client_id", client_id)],
+        }
+    }
+
+    /// The `exp` of the assertion file as it is now (unverified), for `client_assertion_file`.
+    pub fn assertion_exp(&self) -> Option<SystemTime> {
+        match self {
+            ClientAuth::ClientAssertionFile { path, .. } => {
+                let (_, exp) = read_assertion(path).ok()?;
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Files this method reads besides its credential sources, with their config keys.
+    pub fn key_files(&self) -> Vec<(&'static str, &Path)> {
+        match self {
+            ClientAuth::PrivateKeyJwt(k) => {
+                let mut v = vec![("private_key_file", k.private_key_file.as_path())];
+                if let KeyIdSource::Certificate(c) = &k.key_id {
+                    v.push(("certificate_file", c.as_path()));
+                }
+                v
+            }
+            ClientAuth::ClientAssertionFile { path, .. } => {
+                vec![("client_assertion_file", path.as_path())]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -184,6 +339,7 @@ impl ClientAuth {
         self.sources()
             .into_iter()
             .filter_map(|(_, s)| s.file())
+            .chain(self.key_files().into_iter().map(|(_, p)| p))
             .collect()
     }
 
@@ -194,11 +350,16 @@ impl ClientAuth {
         for (_, src) in self.sources() {
             src.load()?.expose_secret().hash(&mut h);
         }
+        for (_, path) in self.key_files() {
+            let mut bytes = read_bounded(path, PEM_LIMIT, true)?;
+            bytes.hash(&mut h);
+            bytes.zeroize();
+        }
         Ok(h.finish())
     }
 
     /// Reads the credentials now and adds them to `req`: an `Authorization` header and/or form fields.
-    pub fn apply(&self, req: &mut TokenRequest, _ctx: &RequestContext) -> Result<(), AuthError> {
+    pub fn apply(&self, req: &mut TokenRequest, ctx: &RequestContext) -> Result<(), AuthError> {
         match self {
             ClientAuth::SecretBasic {
                 client_id,
@@ -230,8 +391,46 @@ impl ClientAuth {
                     req.secret_field("client_id", &id.load()?);
                 }
             }
+            ClientAuth::PrivateKeyJwt(k) => {
+                let client_id = k.client_id.load()?;
+                let assertion = k
+                    .signer()?
+                    .sign_assertion(
+                        client_id.expose_secret(),
+                        k.audience(ctx),
+                        ctx.now,
+                        k.lifetime,
+                    )
+                    .map_err(|source| AuthError::Key {
+                        path: k.private_key_file.clone(),
+                        source,
+                    })?;
+                assertion_fields(req, &client_id, &assertion);
+            }
+            ClientAuth::ClientAssertionFile { client_id, path } => {
+                let client_id = client_id.load()?;
+                let (assertion, exp) = read_assertion(path)?;
+                if let Some(exp) = exp.filter(|e| *e <= unix(ctx.now)) {
+                    return Err(AuthError::AssertionExpired {
+                        path: path.clone(),
+                        exp,
+                    });
+                }
+                assertion_fields(req, &client_id, &assertion);
+            }
         }
         Ok(())
+    }
+}
+
+/// RFC 7521 §4.2: the client authenticates with the assertion alone; no Authorization header.
+fn assertion_fields(req: &mut TokenRequest, client_id: &SecretString, assertion: &SecretString) {
+    req.secret_field("client_id", client_id);
+    req.field("client_assertion_type", JWT_BEARER);
+    req.secret_field("client_assertion", assertion);
+    // A server may echo only the signature part; it is a secret too.
+    if let Some((_, sig)) = assertion.expose_secret().rsplit_once('.') {
+        req.redact(sig);
     }
 }
 
@@ -423,5 +622,121 @@ mod tests {
         for dbg in [format!("{auth:?}"), format!("{req:?}")] {
             assert!(!dbg.contains("hunter2") && !dbg.contains("id-x"), "{dbg}");
         }
+    }
+
+    /// A PKCS#8 P-256 key made by node (independent of jws.rs); fails with the reason when node does not run.
+    fn p256_pem() -> String {
+        let out = std::process::Command::new("node")
+            .args(["-e", "const {generateKeyPairSync}=require('node:crypto');process.stdout.write(generateKeyPairSync('ec',{namedCurve:'P-256'}).privateKey.export({type:'pkcs8',format:'pem'}))"])
+            .output()
+            .unwrap_or_else(|e| panic!("this test generates a key with node, which did not run: {e}"));
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn claims(jwt: &str) -> serde_json::Value {
+        let part = jwt.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn form(req: &TokenRequest) -> std::collections::HashMap<String, String> {
+        url::form_urlencoded::parse(req.body().as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn private_key_jwt_signs_a_fresh_assertion_from_the_key_file_as_it_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, p256_pem()).unwrap();
+        let auth = ClientAuth::PrivateKeyJwt(Box::new(PrivateKeyJwt {
+            client_id: inline("app"),
+            private_key_file: key.clone(),
+            alg: None,
+            key_id: KeyIdSource::Kid("k1".into()),
+            audience: AssertionAudience::TokenEndpoint,
+            lifetime: Duration::from_secs(60),
+        }));
+        assert_eq!(auth.files(), vec![key.as_path()]);
+        let req = applied(&auth).unwrap();
+        assert!(req.authorization().is_none());
+        let f = form(&req);
+        assert_eq!(f["grant_type"], "client_credentials");
+        assert_eq!(f["client_id"], "app");
+        assert_eq!(f["client_assertion_type"], JWT_BEARER);
+        let jwt = &f["client_assertion"];
+        let c = claims(jwt);
+        assert_eq!(c["aud"], ctx_url().as_str());
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str()),
+            (Some("app"), Some("app"))
+        );
+        assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 60);
+        let forms = req.redaction_forms();
+        let sig = jwt.rsplit('.').next().unwrap();
+        assert!(forms.iter().any(|x| x == jwt) && forms.iter().any(|x| x == sig));
+        // Never reused: a second request has another jti.
+        let again = form(&applied(&auth).unwrap());
+        assert_ne!(claims(&again["client_assertion"])["jti"], c["jti"]);
+        // A rotated key is noticed and used.
+        let before = auth.fingerprint().unwrap();
+        std::fs::write(&key, p256_pem()).unwrap();
+        assert_ne!(auth.fingerprint().unwrap(), before);
+        // A broken key is an error naming the file, with no key material.
+        std::fs::write(
+            &key,
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = applied(&auth).unwrap_err().to_string();
+        assert!(
+            e.contains("key.pem") && e.contains("PKCS#1") && !e.contains("AAAA"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn client_assertion_file_sends_the_file_as_it_is_now_and_refuses_an_expired_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let jwt = |exp: u64| {
+            let e = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+            format!(
+                "{}.{}.c2ln",
+                e(r#"{"alg":"RS256"}"#),
+                e(&format!(r#"{{"exp":{exp}}}"#))
+            )
+        };
+        let auth = ClientAuth::ClientAssertionFile {
+            client_id: inline("app"),
+            path: path.clone(),
+        };
+        assert_eq!(auth.files(), vec![path.as_path()]);
+        // applied() runs at the epoch, so exp 100 is valid, exp 0 expired.
+        std::fs::write(&path, format!("{}\n", jwt(100))).unwrap();
+        let req = applied(&auth).unwrap();
+        assert!(req.authorization().is_none());
+        let f = form(&req);
+        assert_eq!(f["client_assertion"], jwt(100));
+        assert_eq!(f["client_assertion_type"], JWT_BEARER);
+        assert_eq!(f["client_id"], "app");
+        std::fs::write(&path, jwt(101)).unwrap();
+        assert_eq!(form(&applied(&auth).unwrap())["client_assertion"], jwt(101));
+        std::fs::write(&path, jwt(0)).unwrap();
+        let e = applied(&auth).unwrap_err();
+        assert!(
+            matches!(e, AuthError::AssertionExpired { exp: 0, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("token") && !e.to_string().contains(&jwt(0)));
+        std::fs::write(&path, "not a jwt").unwrap();
+        assert!(matches!(
+            applied(&auth).unwrap_err(),
+            AuthError::NotAJwt { .. }
+        ));
     }
 }

@@ -34,6 +34,32 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, so each labelled error counter can be exported at zero from the start.
+    pub const ALL: [ErrorKind; 19] = {
+        use ErrorKind::*;
+        [
+            Network,
+            Timeout,
+            UnknownHost,
+            Tls,
+            ServerError,
+            RateLimited,
+            TemporarilyUnavailable,
+            InvalidResponse,
+            ResponseTooLarge,
+            InvalidClient,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            InvalidRequest,
+            InvalidGrant,
+            ClientError,
+            Redirect,
+            Credentials,
+            OutputWrite,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         use ErrorKind::*;
         match self {

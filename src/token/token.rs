@@ -183,6 +183,7 @@ pub fn parse_token_response(
 pub struct TokenRecord {
     pub access_token: String,
     pub token_type: String,
+    #[serde(serialize_with = "whole_as_integer")]
     pub expires_in: f64,
     pub issued_at: String,
     pub refresh_time: String,
@@ -190,6 +191,16 @@ pub struct TokenRecord {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+}
+
+/// `3600`, not `3600.0`: typed readers (Rust, Go) refuse a float where servers send an integer. A lifetime that is
+/// not whole seconds (a fractional `expires_in`, a JWT `exp` fallback) keeps its fraction.
+fn whole_as_integer<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -279,6 +290,27 @@ mod tests {
         assert_eq!(t.lifetime, Duration::from_secs(3600));
         let t = parse(r#"{"access_token":"a","token_type":"Bearer","expires_in":2.5}"#).unwrap();
         assert_eq!(t.lifetime, Duration::from_millis(2500));
+    }
+    #[test]
+    fn token_json_keeps_whole_lifetimes_integer_and_fractions_fractional() {
+        for (body, want) in [
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":3600}"#,
+                "3600",
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":"60"}"#,
+                "60",
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":2.5}"#,
+                "2.5",
+            ),
+        ] {
+            let t = parse(body).unwrap();
+            let json = serde_json::to_string(&TokenRecord::from_token(&t, None)).unwrap();
+            assert!(json.contains(&format!(r#""expires_in":{want},"#)), "{json}");
+        }
     }
 
     fn jwt(exp: u64) -> String {

@@ -1,6 +1,7 @@
 //! Integration tests: the real `token-vendor` binary against token servers on 127.0.0.1.
 
 mod helpers;
+mod keys_auth;
 
 mod admin_flood;
 mod auth_blocks;

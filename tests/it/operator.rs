@@ -85,3 +85,83 @@ fn text_logs_into_a_pipe_carry_no_colour_codes() {
         );
     }
 }
+
+#[test]
+fn once_announces_no_refresh_or_retry_that_will_never_come_and_run_does() {
+    let server = TokenServer::start(Behavior::issue(300));
+    let sb = Sandbox::new();
+    sb.write("secret", "s3cret");
+    let cfg = sb.write(
+        "config.yaml",
+        &format!(
+            "log: {{format: json, level: info}}\ntokens:\n  - name: t\n    token_url: {}\n    client_id: c\n    client_secret_file: secret\n    outputs: [{{path: out/token}}]\n",
+            server.url()
+        ),
+    );
+    let once = |what: &str| {
+        let out = std::process::Command::new(bin())
+            .args(["once", "--config"])
+            .arg(&cfg)
+            .current_dir(sb.dir.path())
+            .output()
+            .expect("run token-vendor once");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("\"token\":\"t\""),
+            "{what}: no per-token log line:\n{err}"
+        );
+        (out.status, err)
+    };
+    let (st, err) = once("success");
+    assert!(st.success(), "{err}");
+    assert!(
+        !err.contains("next_refresh_in"),
+        "once announced a refresh:\n{err}"
+    );
+
+    server.set(Behavior::error(401, "invalid_client"));
+    let (st, err) = once("permanent error");
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("invalid_client"), "{err}");
+    assert!(!err.contains("retry_in"), "once announced a retry:\n{err}");
+
+    // The daemon does announce both.
+    server.set(Behavior::issue(300));
+    let mut p = crate::helpers::Proc::run(&cfg);
+    crate::helpers::wait_until(Duration::from_secs(10), "a refresh log line", || {
+        p.logs().contains("next_refresh_in")
+    });
+    p.signal("TERM");
+    let _ = p.wait_exit(Duration::from_secs(5));
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let server = TokenServer::start(Behavior::issue(300));
+    let sb = Sandbox::new();
+    sb.write("conf/secrets/secret", "s3cret");
+    sb.write(
+        "conf/config.yaml",
+        &format!(
+            "tokens:\n  - name: t\n    token_url: {}\n    client_id: c\n    client_secret_file: secrets/secret\n    outputs: [{{path: out/token}}]\n",
+            server.url()
+        ),
+    );
+    std::fs::create_dir_all(sb.path("elsewhere")).unwrap();
+    // Started from another directory, with the config named relative to it.
+    let (st, out, err) = run_to_end(
+        &["once", "--config", "../conf/config.yaml"],
+        &sb.path("elsewhere"),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    assert!(
+        sb.read("conf/out/token").is_some(),
+        "the output is not next to the config:\n{err}"
+    );
+    assert!(
+        sb.read("elsewhere/out/token").is_none(),
+        "resolved against the working directory"
+    );
+}
