@@ -374,7 +374,10 @@ mod tests {
             r#"{{"access_token":"{}","token_type":"Bearer"}}"#,
             jwt(1_800_000_000 - 10)
         );
-        assert!(parse(&body).unwrap_err().to_string().contains("already past"));
+        assert!(parse(&body)
+            .unwrap_err()
+            .to_string()
+            .contains("already past"));
     }
 
     #[test]
