@@ -16,10 +16,16 @@ pub struct Report {
 /// Validates a config file and everything it refers to.
 pub fn check(path: &Path) -> Report {
     match Config::load(path) {
-        Err(e) => Report {
-            problems: e.problems,
-            warnings: Vec::new(),
-        },
+        Err(mut e) => {
+            // Structural problems do not hide file and environment ones: what parsed far enough is opened too.
+            if let Some(partial) = crate::config::salvage(path) {
+                e.problems.extend(check_files(&partial));
+            }
+            Report {
+                problems: e.problems,
+                warnings: Vec::new(),
+            }
+        }
         Ok(c) => Report {
             problems: check_files(&c),
             warnings: c.warnings(),

@@ -8,6 +8,7 @@ pub mod auth;
 mod grant;
 mod raw;
 mod validate;
+pub use validate::salvage;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 use serde_yaml_ng::Value;
 use url::Url;
 
@@ -18,7 +19,7 @@ use super::{
     ReloadConfig, TokenConfig,
 };
 use crate::credentials::CredentialSource;
-use crate::token::ClientAuth;
+use crate::token::{ClientAuth, Grant};
 
 /// Parses and checks config text: the config, or every problem found. Relative paths resolve against `base`, the
 /// config file's directory.
@@ -30,6 +31,20 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
         Some(cfg) if c.problems.is_empty() => Ok(cfg),
         _ => Err(c.problems),
     }
+}
+
+/// For `check` after the config was refused: the config as far as it parsed, so the files and variables it names
+/// are checked too and one run reports every problem. What could not be read is replaced by inert stand-ins (an
+/// inline credential, a loopback URL, a token with no outputs, defaults), which name no file and so add no problem;
+/// each token keeps its index. Never run: `None` when the file cannot be read or is not a YAML mapping.
+pub fn salvage(path: &Path) -> Option<Config> {
+    let bytes = Config::read(path).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    crate::fsread::yaml_nesting_ok(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    parse_into(text, path.parent().unwrap_or(Path::new("")), &mut c)
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -55,21 +70,56 @@ impl Checker {
         });
     }
 
-    /// Deserializes one value, recording the exact key path of a type error.
-    fn field<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let full = match (path.is_empty(), inner == ".") {
-                    (_, true) => path.to_string(),
-                    (true, false) => inner,
-                    (false, false) => format!("{path}.{inner}"),
-                };
-                self.problem(full, explain_serde(&e.into_inner().to_string()));
-                None
+    /// Deserializes one value, recording the exact key path of every type error and unknown key in it, not only the
+    /// first: the key serde refuses is reported and taken out, and the rest is tried again, so a bad key never hides
+    /// its siblings' problems. `None` if the value still does not deserialize (a required key is missing, or the
+    /// value itself has the wrong type).
+    fn field<T: DeserializeOwned>(&mut self, mut value: Value, path: &str) -> Option<T> {
+        // Every round removes one key, so the loop ends; a config has at most CONFIG_LIMIT bytes of them.
+        loop {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    let segments: Vec<Segment> = e.path().iter().cloned().collect();
+                    let inner = e.path().to_string();
+                    let full = match (path.is_empty(), inner == ".") {
+                        (_, true) => path.to_string(),
+                        (true, false) => inner,
+                        (false, false) => format!("{path}.{inner}"),
+                    };
+                    self.problem(full, explain_serde(&e.into_inner().to_string()));
+                    if !remove_key(&mut value, &segments) {
+                        return None;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Removes the mapping key at `path` inside `v`; false when `path` does not end in a mapping key (the value itself,
+/// or an element of a list, which cannot go without renumbering its siblings).
+fn remove_key(v: &mut Value, path: &[Segment]) -> bool {
+    let Some((Segment::Map { key }, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = v;
+    for s in parents {
+        at = match (s, at) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(x) => x,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Mapping(m) => m.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -228,14 +278,16 @@ fn parse_into(text: &str, base: &Path, c: &mut Checker) -> Option<Config> {
             let parsed: Vec<Option<TokenConfig>> = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    let path = format!("tokens[{i}]");
-                    c.field::<RawToken>(v, &path)
-                        .and_then(|raw| token_config(raw, &path, c))
-                })
+                .map(|(i, v)| parse_token(v, i, c))
                 .collect();
             check_unique(&parsed, c);
-            parsed.into_iter().collect::<Option<Vec<_>>>()
+            Some(
+                parsed
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| t.unwrap_or_else(|| inert_token(i)))
+                    .collect(),
+            )
         }
         Some(_) => {
             c.problem("tokens", "must be a list of tokens");
@@ -243,14 +295,20 @@ fn parse_into(text: &str, base: &Path, c: &mut Checker) -> Option<Config> {
         }
     };
 
+    // Stand-ins for what could not be read: a config with problems is never run (see `parse` and `salvage`).
     Some(Config {
-        listen: listen?,
-        log: log?,
-        refresh: refresh?,
-        reload: reload?,
-        on_exit: on_exit?,
-        state_dir: state_dir?,
-        tokens: tokens?,
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([0u16; 8], 8099))),
+        log: log.unwrap_or_else(|| LogConfig {
+            format: None,
+            level: "info".into(),
+        }),
+        refresh: refresh.unwrap_or_default(),
+        reload: reload.unwrap_or(ReloadConfig {
+            poll_interval: Duration::from_secs(60),
+        }),
+        on_exit: on_exit.unwrap_or(OnExit::Keep),
+        state_dir: state_dir.flatten(),
+        tokens: tokens.unwrap_or_default(),
     })
 }
 
@@ -335,8 +393,86 @@ const RESERVED_PARAMS: &[&str] = &[
     "resource",
 ];
 
-fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig> {
-    let before = c.problems.len();
+/// One entry of `tokens`. Its outputs are read one by one, so a bad output neither hides the token's other keys nor
+/// renumbers the outputs after it.
+fn parse_token(v: Value, i: usize, c: &mut Checker) -> Option<TokenConfig> {
+    let at = format!("tokens[{i}]");
+    let Value::Mapping(mut m) = v else {
+        c.problem(
+            at,
+            "each token must be a mapping of keys such as name, token_url and outputs",
+        );
+        return None;
+    };
+    if !m.contains_key("name") {
+        c.problem(
+            format!("{at}.name"),
+            "required key `name` is missing; add it",
+        );
+        // A stand-in so the token's other keys are still checked; the config is refused anyway.
+        m.insert("name".into(), format!("unnamed-token-{i}").into());
+    }
+    let outputs = match m.insert("outputs".into(), Value::Sequence(Vec::new())) {
+        None => {
+            c.problem(
+                format!("{at}.outputs"),
+                "required key `outputs` is missing; list at least one output file",
+            );
+            Vec::new()
+        }
+        Some(Value::Sequence(items)) => {
+            if items.is_empty() {
+                c.problem(format!("{at}.outputs"), "list at least one output file");
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(j, o)| c.field::<RawOutput>(o, &format!("{at}.outputs[{j}]")))
+                .collect()
+        }
+        Some(_) => {
+            c.problem(format!("{at}.outputs"), "must be a list of outputs");
+            Vec::new()
+        }
+    };
+    let raw = c.field::<RawToken>(Value::Mapping(m), &at)?;
+    Some(token_config(raw, outputs, &at, c))
+}
+
+/// The stand-in for a token that could not be read at all: it names no file, so `check` finds nothing in it.
+fn inert_token(i: usize) -> TokenConfig {
+    let inline = || CredentialSource::inline("-".into());
+    TokenConfig {
+        name: format!("unreadable-token-{i}"),
+        token_url: stand_in_url(),
+        auth: ClientAuth::SecretPost {
+            client_id: inline(),
+            client_secret: inline(),
+        },
+        grant: Grant::ClientCredentials,
+        scope: None,
+        audience: None,
+        resource: Vec::new(),
+        params: BTreeMap::new(),
+        default_lifetime: Duration::from_secs(300),
+        http: HttpConfig::default(),
+        outputs: Vec::new(),
+    }
+}
+
+/// Stands in for a token URL that could not be read (loopback plain HTTP: building a client for it reads nothing).
+fn stand_in_url() -> Url {
+    Url::parse("http://127.0.0.1/").expect("a constant, valid URL")
+}
+
+/// Returns a token config even when problems were recorded, with stand-ins for what could not be read: a config
+/// with problems is refused anyway, and `salvage` still opens the files this token names.
+fn token_config(
+    raw: RawToken,
+    raw_outputs: Vec<Option<RawOutput>>,
+    at: &str,
+    c: &mut Checker,
+) -> TokenConfig {
     let keyed = super::auth::keyed(&raw, at, &mut c.problems);
     if !valid_name(&raw.name) {
         c.problem(
@@ -381,7 +517,10 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
             "auth_method: none is a public client: remove the client_secret keys",
         );
     }
-    let client_id = (!public || id_given).then(|| {
+    // A public client may leave out its id; every other method needs one.
+    let client_id = if public && !id_given {
+        None
+    } else {
         credential(
             at,
             "client_id",
@@ -390,7 +529,7 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
             raw.client_id_env,
             c,
         )
-    });
+    };
     let client_secret = (keyed.is_none() && !public)
         .then(|| {
             credential(
@@ -427,19 +566,18 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         c.problem(format!("{at}.default_lifetime"), "must be at least 2s");
     }
 
-    if raw.outputs.is_empty() {
-        c.problem(format!("{at}.outputs"), "list at least one output file");
-    }
-    let outputs: Vec<OutputConfig> = raw
-        .outputs
+    let outputs: Vec<Option<OutputConfig>> = raw_outputs
         .into_iter()
         .enumerate()
-        .filter_map(|(j, o)| output_config(o, &format!("{at}.outputs[{j}]"), c))
+        .map(|(j, o)| output_config(o?, &format!("{at}.outputs[{j}]"), c))
         .collect();
+    // Every output is checked above; only those before the first unreadable one are kept, so the outputs keep
+    // their indices in what `check` reports about their files.
+    let outputs: Vec<OutputConfig> = outputs.into_iter().map_while(|o| o).collect();
 
     let method = raw.auth_method.unwrap_or(RawAuthMethod::ClientSecretBasic);
     if method == RawAuthMethod::ClientSecretBasicRaw {
-        if let Some(Some(CredentialSource::Inline(id))) = &client_id {
+        if let Some(CredentialSource::Inline(id)) = &client_id {
             if secrecy::ExposeSecret::expose_secret(id).contains(':') {
                 c.problem(
                     format!("{at}.client_id"),
@@ -455,36 +593,44 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         subject_token_type: raw.subject_token_type,
         requested_token_type: raw.requested_token_type,
     };
-    let grant = super::grant::grant(grant_keys, &params, at)
-        .map_err(|ps| ps.into_iter().for_each(|(p, m)| c.problem(p, m)))
-        .ok();
-    if c.problems.len() != before {
-        return None;
-    }
-    let auth = match (method, client_secret) {
-        (RawAuthMethod::None, _) => ClientAuth::None {
-            client_id: client_id.flatten(),
-        },
-        (_, None) => keyed??.into_auth(client_id??),
-        (RawAuthMethod::ClientSecretBasic, Some(client_secret)) => ClientAuth::SecretBasic {
-            client_id: client_id??,
-            client_secret,
-        },
-        (RawAuthMethod::ClientSecretBasicRaw, Some(client_secret)) => ClientAuth::SecretBasicRaw {
-            client_id: client_id??,
-            client_secret,
-        },
-        (RawAuthMethod::ClientSecretPost, Some(client_secret)) => ClientAuth::SecretPost {
-            client_id: client_id??,
-            client_secret,
-        },
-        _ => return None,
+    let grant = super::grant::grant(grant_keys, &params, at).unwrap_or_else(|problems| {
+        problems.into_iter().for_each(|(p, m)| c.problem(p, m));
+        Grant::ClientCredentials
+    });
+    let inline = || CredentialSource::inline("-".into());
+    let auth = if method == RawAuthMethod::None {
+        ClientAuth::None { client_id }
+    } else {
+        let client_id = client_id.unwrap_or_else(inline);
+        match (method, client_secret) {
+            (_, None) => match keyed.flatten() {
+                Some(k) => k.into_auth(client_id),
+                None => ClientAuth::SecretPost {
+                    client_id,
+                    client_secret: inline(),
+                },
+            },
+            (RawAuthMethod::ClientSecretBasic, Some(client_secret)) => ClientAuth::SecretBasic {
+                client_id,
+                client_secret,
+            },
+            (RawAuthMethod::ClientSecretBasicRaw, Some(client_secret)) => {
+                ClientAuth::SecretBasicRaw {
+                    client_id,
+                    client_secret,
+                }
+            }
+            (_, Some(client_secret)) => ClientAuth::SecretPost {
+                client_id,
+                client_secret,
+            },
+        }
     };
-    Some(TokenConfig {
+    TokenConfig {
         name: raw.name,
-        token_url: token_url?,
+        token_url: token_url.unwrap_or_else(stand_in_url),
         auth,
-        grant: grant?,
+        grant,
         scope: raw.scope.filter(|s| !s.trim().is_empty()),
         audience: raw.audience,
         resource,
@@ -492,7 +638,7 @@ fn token_config(raw: RawToken, at: &str, c: &mut Checker) -> Option<TokenConfig>
         default_lifetime,
         http,
         outputs,
-    })
+    }
 }
 
 /// `token_url` wins; else the reference client's `urljoin(base_url, "/api/v2/token")`, which replaces the base URL's path.
@@ -609,6 +755,7 @@ fn credential(
 }
 
 fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConfig> {
+    // A bad mode is reported and the output kept (with the default mode) so `check` still opens its directory.
     let mode = match raw.mode {
         None => 0o640,
         Some(RawMode(s)) => {
@@ -616,14 +763,11 @@ fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConf
                 Ok(m) if m <= 0o777 => {
                     if m & 0o400 == 0 {
                         c.problem(format!("{at}.mode"), format!("{s:?} does not let the owner read the file; use \"0640\" or \"0600\""));
-                        return None;
-                    }
-                    if m & 0o007 != 0 {
+                    } else if m & 0o007 != 0 {
                         c.problem(
                         format!("{at}.mode"),
                         format!("{s:?} lets every user of the node read the token; use \"0640\" with a group, or \"0600\""),
                     );
-                        return None;
                     }
                     m
                 }
@@ -632,7 +776,7 @@ fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConf
                         format!("{at}.mode"),
                         format!("{s:?} is not an octal file mode such as \"0640\""),
                     );
-                    return None;
+                    0o640
                 }
             }
         }

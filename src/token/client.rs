@@ -10,8 +10,8 @@ use url::Url;
 
 use super::auth::{AuthError, ClientAuth, RequestContext, TokenRequest};
 use super::error::{
-    chain, looks_like_html, redact, retry_after, status_error, transport_error, ErrorKind,
-    FetchError,
+    chain, is_oauth_error, looks_like_html, redact, redirect_target, retry_after, status_error_to,
+    transport_error, ErrorKind, FetchError,
 };
 use super::grant::Grant;
 use super::http::USER_AGENT_VALUE;
@@ -150,6 +150,7 @@ impl TokenClient {
         let mut resp = out.send().await.map_err(|e| transport_error(url, &e))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
+        let location = redirect_target(resp.headers(), url);
         let is_html = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -159,23 +160,17 @@ impl TokenClient {
             e.retry_after = retry_after;
             e
         })?;
-        if status.is_success() {
+        if status.is_success() && !is_oauth_error(&body) {
             if is_html || looks_like_html(&body) {
                 return Err(FetchError::new(
                     ErrorKind::InvalidResponse,
                     format!("token endpoint {url} answered HTTP {}, but the endpoint returned an HTML page instead of a token", status.as_u16()),
                 ));
             }
-            return parse_token_response(&body, issued_at, self.spec.default_lifetime).map_err(
-                |e| {
-                    FetchError::new(
-                        ErrorKind::InvalidResponse,
-                        format!("token endpoint {url}: {e}"),
-                    )
-                },
-            );
+            return parse_token_response(&body, issued_at, self.spec.default_lifetime)
+                .map_err(|e| FetchError::new(e.kind(), format!("token endpoint {url}: {e}")));
         }
-        let mut err = status_error(url, status, &body, is_html, forms);
+        let mut err = status_error_to(url, status, &body, is_html, forms, location.as_deref());
         err.retry_after = retry_after;
         Err(err)
     }
@@ -212,6 +207,7 @@ impl TokenClient {
 mod tests {
     use super::*;
     use crate::credentials::CredentialSource;
+    use crate::token::error::status_error;
 
     fn client(auth: ClientAuth) -> TokenClient {
         let spec = RequestSpec {

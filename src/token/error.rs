@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -20,6 +20,7 @@ pub enum ErrorKind {
     RateLimited,
     TemporarilyUnavailable,
     InvalidResponse,
+    UnsupportedTokenType,
     ResponseTooLarge,
     InvalidClient,
     UnauthorizedClient,
@@ -35,7 +36,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, so each labelled error counter can be exported at zero from the start.
-    pub const ALL: [ErrorKind; 19] = {
+    pub const ALL: [ErrorKind; 20] = {
         use ErrorKind::*;
         [
             Network,
@@ -46,6 +47,7 @@ impl ErrorKind {
             RateLimited,
             TemporarilyUnavailable,
             InvalidResponse,
+            UnsupportedTokenType,
             ResponseTooLarge,
             InvalidClient,
             UnauthorizedClient,
@@ -71,6 +73,7 @@ impl ErrorKind {
             RateLimited => "rate_limited",
             TemporarilyUnavailable => "temporarily_unavailable",
             InvalidResponse => "invalid_response",
+            UnsupportedTokenType => "unsupported_token_type",
             ResponseTooLarge => "response_too_large",
             InvalidClient => "invalid_client",
             UnauthorizedClient => "unauthorized_client",
@@ -92,6 +95,7 @@ impl ErrorKind {
             self,
             UnknownHost
                 | Tls
+                | UnsupportedTokenType
                 | InvalidClient
                 | UnauthorizedClient
                 | UnsupportedGrantType
@@ -246,6 +250,44 @@ pub fn status_error(
     is_html: bool,
     forms: &[String],
 ) -> FetchError {
+    status_error_to(url, status, body, is_html, forms, None)
+}
+
+/// Whether a 2xx body is an OAuth error response (RFC 6749 §5.2: an `error` code and no `access_token`): some
+/// servers answer errors with 200, and the error says more than "no access_token".
+pub fn is_oauth_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|m| {
+        m.get("error").is_some_and(Value::is_string) && !m.contains_key("access_token")
+    })
+}
+
+/// Where a redirect points, for the message: resolved against `url`, with no user info, query or fragment (they may
+/// carry secrets such as a session or a signed parameter). `None` without a usable `Location`.
+pub fn redirect_target(headers: &HeaderMap, url: &Url) -> Option<String> {
+    let raw = headers.get(LOCATION)?.to_str().ok()?;
+    let mut to = url.join(raw).ok()?;
+    let had_query = to.query().is_some();
+    to.set_query(None);
+    to.set_fragment(None);
+    let _ = to.set_username("");
+    let _ = to.set_password(None);
+    let mut shown = sanitize(to.as_str());
+    if had_query {
+        shown.push_str(" (query not shown)");
+    }
+    Some(shown)
+}
+
+/// [`status_error`] for an answer that may carry a redirect target (from [`redirect_target`]) and may be a 2xx
+/// carrying an OAuth error ([`is_oauth_error`]), which is classified as the same error with a 4xx would be.
+pub fn status_error_to(
+    url: &Url,
+    status: reqwest::StatusCode,
+    body: &[u8],
+    is_html: bool,
+    forms: &[String],
+    location: Option<&str>,
+) -> FetchError {
     let clean = |s: &str| sanitize(&redact(s, forms));
     let code = status.as_u16();
     let json: Option<Map<String, Value>> = if is_html {
@@ -283,7 +325,7 @@ pub fn status_error(
         (_, Some("invalid_grant")) => ErrorKind::InvalidGrant,
         (408, _) => ErrorKind::Timeout,
         (401, _) => ErrorKind::InvalidClient,
-        (400..=499, _) => ErrorKind::ClientError,
+        (400..=499, _) | (200..=299, Some(_)) => ErrorKind::ClientError,
         (300..=399, _) => ErrorKind::Redirect,
         _ => ErrorKind::InvalidResponse,
     };
@@ -295,15 +337,28 @@ pub fn status_error(
         Some(c) if !detail.contains(c.as_str()) => format!("{c}: "),
         _ => String::new(),
     };
-    let hint = if kind == ErrorKind::Redirect {
-        "; set token_url to the final token endpoint"
+    let hint = match (kind, redact_opt(location, forms)) {
+        (ErrorKind::Redirect, Some(to)) => {
+            format!(" to {to}; set token_url to the final token endpoint")
+        }
+        (ErrorKind::Redirect, None) => "; set token_url to the final token endpoint".into(),
+        _ => String::new(),
+    };
+    let instead = if status.is_success() {
+        " with an error instead of a token"
     } else {
         ""
     };
     FetchError::new(
         kind,
-        format!("token endpoint {url} answered HTTP {code}{reason}: {code_part}{detail}{hint}"),
+        format!(
+            "token endpoint {url} answered HTTP {code}{reason}{instead}: {code_part}{detail}{hint}"
+        ),
     )
+}
+
+fn redact_opt(s: Option<&str>, forms: &[String]) -> Option<String> {
+    s.map(|s| redact(s, forms))
 }
 
 /// The error for a request to `url` that got no complete answer.
@@ -487,6 +542,7 @@ mod tests {
             UnknownHost,
             Tls,
             ClientError,
+            UnsupportedTokenType,
         ] {
             assert!(k.is_permanent(), "{k}");
         }
@@ -536,6 +592,51 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::InvalidScope);
         assert_eq!(status(429, b"").kind, ErrorKind::RateLimited);
         assert_eq!(status(302, b"").kind, ErrorKind::Redirect);
+    }
+
+    #[test]
+    fn an_oauth_error_in_a_200_is_classified_as_with_a_4xx() {
+        for (code, transient) in [
+            ("invalid_client", false),
+            ("invalid_grant", false),
+            ("invalid_scope", false),
+            ("temporarily_unavailable", true),
+            ("something_new", false),
+        ] {
+            let body = format!(r#"{{"error":"{code}"}}"#);
+            assert!(is_oauth_error(body.as_bytes()));
+            let (ok, bad) = (status(200, body.as_bytes()), status(400, body.as_bytes()));
+            assert_eq!(ok.kind, bad.kind, "{code}");
+            assert_eq!(ok.kind.is_permanent(), !transient, "{code}");
+            assert!(
+                ok.message
+                    .contains("HTTP 200 OK with an error instead of a token"),
+                "{}",
+                ok.message
+            );
+        }
+        assert!(!is_oauth_error(br#"{"access_token":"a","error":"x"}"#));
+        assert!(!is_oauth_error(br#"{"access_token":"a"}"#));
+        assert!(!is_oauth_error(b"not json"));
+    }
+
+    #[test]
+    fn a_redirect_target_is_resolved_and_loses_credentials_query_and_fragment() {
+        let url = Url::parse("https://idp.example/oauth/token").unwrap();
+        let at = |loc: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(LOCATION, loc.parse().unwrap());
+            redirect_target(&h, &url)
+        };
+        assert_eq!(
+            at("https://u:p@other.example/t?sig=abc#f").as_deref(),
+            Some("https://other.example/t (query not shown)")
+        );
+        assert_eq!(
+            at("../v2/token").as_deref(),
+            Some("https://idp.example/v2/token")
+        );
+        assert_eq!(redirect_target(&HeaderMap::new(), &url), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::ErrorKind;
+
 /// A lifetime longer than this is treated as unusable, not trusted (and would overflow time arithmetic).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -66,8 +68,23 @@ impl Token {
 
 /// Why a 200 response could not be used. Never echoes the body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ResponseError(pub String);
+pub enum ResponseError {
+    /// Malformed or unusable: another answer may be fine.
+    #[error("{0}")]
+    Invalid(String),
+    /// A token type other than Bearer: the server will keep issuing it, so asking again cannot help.
+    #[error("{0}")]
+    UnsupportedTokenType(String),
+}
+
+impl ResponseError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ResponseError::Invalid(_) => ErrorKind::InvalidResponse,
+            ResponseError::UnsupportedTokenType(_) => ErrorKind::UnsupportedTokenType,
+        }
+    }
+}
 
 /// What the response said about its lifetime, before fallbacks.
 fn expires_in_seconds(v: Option<&Value>) -> Option<f64> {
@@ -113,7 +130,7 @@ pub fn parse_token_response(
             serde_json::error::Category::Data => "the JSON is not an object",
             serde_json::error::Category::Io => "read error",
         };
-        ResponseError(format!(
+        ResponseError::Invalid(format!(
             "failed to parse the token response: {kind} at line {} column {}",
             e.line(),
             e.column()
@@ -122,12 +139,12 @@ pub fn parse_token_response(
     let access_token = match map.get("access_token") {
         Some(Value::String(s)) if acceptable_token(s) => s.clone(),
         Some(Value::String(_)) => {
-            return Err(ResponseError(
+            return Err(ResponseError::Invalid(
                 "the token response's access_token is empty, too long or has characters outside visible ASCII".into(),
             ))
         }
-        Some(_) => return Err(ResponseError("the token response's access_token is not a string".into())),
-        None => return Err(ResponseError("the token response has no access_token".into())),
+        Some(_) => return Err(ResponseError::Invalid("the token response's access_token is not a string".into())),
+        None => return Err(ResponseError::Invalid("the token response has no access_token".into())),
     };
     match map.get("token_type") {
         // RFC 6749 §5.1: the type is case-insensitive; the reference client wrongly insists on "Bearer".
@@ -138,12 +155,12 @@ pub fn parse_token_response(
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
                 .take(32)
                 .collect();
-            return Err(ResponseError(format!(
+            return Err(ResponseError::UnsupportedTokenType(format!(
                 "the token response has token_type {shown:?}; only Bearer tokens are supported"
             )));
         }
         _ => {
-            return Err(ResponseError(
+            return Err(ResponseError::Invalid(
                 "the token response has no token_type string".into(),
             ))
         }
@@ -157,7 +174,7 @@ pub fn parse_token_response(
         (Duration::from_secs_f64(secs), LifetimeSource::ExpiresIn)
     } else if let Some(exp) = jwt_exp(&access_token) {
         let left = exp.duration_since(issued_at).map_err(|_| {
-            ResponseError(
+            ResponseError::Invalid(
                 "the token response has no usable expires_in and the JWT's exp is already past"
                     .into(),
             )
@@ -167,7 +184,9 @@ pub fn parse_token_response(
         (default_lifetime, LifetimeSource::Default)
     };
     if lifetime.is_zero() {
-        return Err(ResponseError("the token has no lifetime left".into()));
+        return Err(ResponseError::Invalid(
+            "the token has no lifetime left".into(),
+        ));
     }
     Ok(Token {
         access_token: SecretString::from(access_token),
@@ -355,7 +374,10 @@ mod tests {
             r#"{{"access_token":"{}","token_type":"Bearer"}}"#,
             jwt(1_800_000_000 - 10)
         );
-        assert!(parse(&body).unwrap_err().0.contains("already past"));
+        assert!(parse(&body)
+            .unwrap_err()
+            .to_string()
+            .contains("already past"));
     }
 
     #[test]
@@ -368,12 +390,15 @@ mod tests {
         }
         let e = parse(r#"{"access_token":"a","token_type":"mac","expires_in":60}"#).unwrap_err();
         assert!(
-            e.0.contains("\"mac\"") && e.0.contains("only Bearer"),
+            e.to_string().contains("\"mac\"") && e.to_string().contains("only Bearer"),
             "{e}"
         );
+        // The server will keep issuing that type: asking again cannot help.
+        assert_eq!(e.kind(), ErrorKind::UnsupportedTokenType);
+        assert!(e.kind().is_permanent());
         assert!(parse(r#"{"access_token":"a","expires_in":60}"#)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("no token_type"));
     }
 
@@ -401,7 +426,7 @@ mod tests {
             (r#"{"access_token":"","token_type":"Bearer"}"#, "empty"),
         ];
         for (body, want) in cases {
-            let e = parse(body).unwrap_err().0;
+            let e = parse(body).unwrap_err().to_string();
             assert!(e.contains(want), "{body}: {e}");
             assert!(!e.contains("secret"), "{e}");
         }

@@ -14,7 +14,7 @@ use token_vendor::token::jws::{
 use crate::helpers::{OidcServer, Sandbox};
 
 /// A fresh key pair from node's crypto: (PKCS#8 private PEM, SPKI public PEM). No key is committed.
-fn keypair(kind: &str, param: &str) -> (String, String) {
+pub fn keypair(kind: &str, param: &str) -> (String, String) {
     let script = r#"
 const { generateKeyPairSync } = require('node:crypto');
 const [kind, param] = process.argv.slice(1);

@@ -164,7 +164,7 @@ fn demo_writes_every_format() {
     let json: serde_json::Value =
         serde_json::from_str(&sb.read("tokens/token.json").unwrap()).unwrap();
     assert_eq!(json["access_token"], raw.as_str());
-    assert_eq!(json["expires_in"], 20.0);
+    assert_eq!(json["expires_in"], 20);
     assert!(
         json["expires_in"].is_u64(),
         "expires_in 20, not 20.0: {json}"

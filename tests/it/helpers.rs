@@ -852,3 +852,32 @@ impl Drop for OidcServer {
         let _ = self.child.wait();
     }
 }
+
+impl Behavior {
+    /// A redirect to `location`, as a misconfigured token URL gets.
+    pub fn redirect(status: u16, location: &str) -> Behavior {
+        Behavior::Respond {
+            status,
+            content_type: "text/plain".into(),
+            body: String::new(),
+            headers: vec![("Location".into(), location.into())],
+        }
+    }
+    /// A 200 whose body is an OAuth error, as some servers answer errors.
+    pub fn error_with_200(error: &str) -> Behavior {
+        Behavior::Respond {
+            status: 200,
+            content_type: "application/json".into(),
+            body: format!(r#"{{"error":"{error}","error_description":"scripted {error}"}}"#),
+            headers: vec![],
+        }
+    }
+    /// A token of another type than Bearer.
+    pub fn issue_type(expires_in: i64, token_type: &str) -> Behavior {
+        Behavior::Issue {
+            expires_in: Some(expires_in.into()),
+            token_type: token_type.into(),
+            jwt_exp_in: None,
+        }
+    }
+}

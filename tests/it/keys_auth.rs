@@ -2,43 +2,14 @@
 //! the scripted TokenServer for what is sent from an assertion file, and `check` for every new key.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::auth_blocks::keypair;
 use crate::helpers::{
     jwt_with_exp, run_once, run_to_end, Behavior, OidcServer, Sandbox, TokenServer,
 };
-
-/// A fresh key pair from node's crypto: (PKCS#8 private PEM, SPKI public PEM). No key is committed.
-fn keypair(kind: &str, param: &str) -> (String, String) {
-    let script = r#"
-const { generateKeyPairSync } = require('node:crypto');
-const [kind, param] = process.argv.slice(1);
-const { privateKey, publicKey } = kind === 'rsa'
-  ? generateKeyPairSync('rsa', { modulusLength: Number(param) })
-  : generateKeyPairSync('ec', { namedCurve: param });
-process.stdout.write(JSON.stringify({
-  private: privateKey.export({ type: 'pkcs8', format: 'pem' }),
-  public: publicKey.export({ type: 'spki', format: 'pem' }),
-}));
-"#;
-    let out = Command::new("node")
-        .args(["-e", script, kind, param])
-        .output()
-        .unwrap_or_else(|e| panic!("key generation needs node, which did not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["private"].as_str().unwrap().to_string(),
-        v["public"].as_str().unwrap().to_string(),
-    )
-}
 
 /// The base64 body of a PEM (what must never leak), without its BEGIN/END lines.
 fn pem_body(pem: &str) -> String {

@@ -13,4 +13,7 @@ mod hostile_output;
 mod hostile_state;
 mod once;
 mod operator;
+mod ops_check;
+mod ops_metrics;
+mod ops_server_messages;
 mod reliability;

@@ -94,7 +94,7 @@ fn once_announces_no_refresh_or_retry_that_will_never_come_and_run_does() {
     let cfg = sb.write(
         "config.yaml",
         &format!(
-            "log: {{format: json, level: info}}\ntokens:\n  - name: t\n    token_url: {}\n    client_id: c\n    client_secret_file: secret\n    outputs: [{{path: out/token}}]\n",
+            "listen: \"127.0.0.1:0\"\nlog: {{format: json, level: info}}\ntokens:\n  - name: t\n    token_url: {}\n    client_id: c\n    client_secret_file: secret\n    outputs: [{{path: out/token}}]\n",
             server.url()
         ),
     );

@@ -187,7 +187,14 @@ fn cases() -> Vec<Case> {
             "01k",
             "`token_type: mac`",
             issue_with(Some(json!(20)), "mac", None),
-            fault("invalid_response", "only Bearer", 2),
+            // Retrying cannot change the token type the server issues: permanent, waits like invalid_client.
+            Expect::Fault {
+                kind: "unsupported_token_type",
+                says: "only Bearer",
+                attempts: 2,
+                min_gap: Some(1.0),
+                memory: false,
+            },
         ),
         c(
             "01l",
@@ -420,7 +427,7 @@ fn run_fault(case: Case) {
         "{}: {errors}\n{metrics}",
         case.id
     );
-    let result = if kind == "invalid_client" || kind == "invalid_scope" {
+    let result = if ["invalid_client", "invalid_scope", "unsupported_token_type"].contains(&kind) {
         "permanent_error"
     } else {
         "transient_error"

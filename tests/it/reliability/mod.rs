@@ -1,7 +1,7 @@
 //! Issue 5, the reliability and security suite: the real binary against faulty token servers, full and read-only
 //! disks, crashes, signals, broken reloads, hostile input and TLS; each scenario records its row for `docs/reliability.md`.
 
-mod common;
+pub(crate) mod common;
 pub(crate) mod report;
 
 mod crash;

@@ -103,16 +103,16 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
         "H2. Admin port flood under a 32 MiB memory cgroup (root)",
     ),
     (
-        "h05b",
-        "H5. Output directory swapped for a symlink after start",
-    ),
-    (
         "h03a",
         "H3. Config, credential and CA paths that are FIFOs, /dev/zero, directories (check, run)",
     ),
     (
         "h03b",
         "H3. Hostile config by reload: FIFO, /dev/zero, directory, 150,000-level nesting",
+    ),
+    (
+        "h05b",
+        "H5. Output directory swapped for a symlink after start",
     ),
 ];
 
