@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use serde_json::{json, Value};
 
 use crate::auth_blocks::keypair;
@@ -225,7 +228,9 @@ fn run_uses_a_rotated_key_file_from_the_next_request_and_leaks_no_key() {
     )
     .expect("oidc-provider must be installed for this test: run scripts/install-tools");
     let d = sb.dir.path().display().to_string();
-    sb.write("keys/rot.pem", &old);
+    // A Secret volume, as the kubelet lays it out: keys/rot.pem -> ..data/rot.pem. Only a watch on the directory
+    // sees the `..data` swap; the file's own path never changes.
+    crate::helpers::k8s_secret_update(&sb.path("keys"), &[("rot.pem", &old)]);
     let cfg = sb.write(
         "run.yaml",
         &format!(
@@ -239,10 +244,9 @@ fn run_uses_a_rotated_key_file_from_the_next_request_and_leaks_no_key() {
         p.logs().contains("invalid_client")
     });
     assert!(!p.ready(), "{}", p.describe());
-    // Rotation as a Secret update does it (write then rename); the watcher wakes the failed refresher well
-    // before max_backoff (30 s).
-    sb.write("keys/rot.pem.tmp", &new);
-    std::fs::rename(sb.path("keys/rot.pem.tmp"), sb.path("keys/rot.pem")).unwrap();
+    // The refused key is a permanent error: nothing but the directory watch wakes the refresher, so readiness
+    // within 15 s (max_backoff is 30 s) proves the `..data` swap was seen and the new key read.
+    crate::helpers::k8s_secret_update(&sb.path("keys"), &[("rot.pem", &new)]);
     crate::helpers::wait_until(Duration::from_secs(15), "the rotated key is used", || {
         p.ready()
     });
@@ -267,4 +271,92 @@ fn run_uses_a_rotated_key_file_from_the_next_request_and_leaks_no_key() {
     }
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// Decodes one base64url JWS segment as JSON.
+fn segment(jws: &str, i: usize) -> Value {
+    let part = jws.split('.').nth(i).expect("a JWS has three segments");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[test]
+fn certificate_file_sends_x5t_s256_of_the_certificate_and_a_real_server_accepts_it() {
+    let sb = Sandbox::new();
+    let certified = rcgen::generate_simple_self_signed(vec!["token-vendor-client".into()]).unwrap();
+    let key_pem = certified.signing_key.serialize_pem();
+    let cert_der = certified.cert.der().to_vec();
+    sb.write("x5t.pem", &key_pem);
+    sb.write("x5t.crt", &certified.cert.pem());
+    let d = sb.dir.path().display().to_string();
+    let extra = format!("    certificate_file: {d}/x5t.crt\n");
+    let thumbprint =
+        URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert_der).as_ref());
+
+    // What is sent: header and claims of two assertions, read off the wire.
+    let server = TokenServer::start(Behavior::issue(300));
+    let cfg = jwt_config(&sb, &server.url(), "x5t", &extra);
+    for _ in 0..2 {
+        let (st, out, err) = run_once(&cfg, "20s");
+        assert!(st.success(), "{out}\n{err}");
+        assert!(!err.contains(&pem_body(&key_pem)), "key leaked");
+    }
+    let seen = server.seen();
+    let assertions: Vec<String> = seen
+        .iter()
+        .map(|s| s.form.get("client_assertion").unwrap().join(","))
+        .collect();
+    assert_eq!(assertions.len(), 2);
+    for a in &assertions {
+        let header = segment(a, 0);
+        assert_eq!(header["alg"], "ES256", "{header}");
+        assert_eq!(header["x5t#S256"], thumbprint.as_str(), "{header}");
+        assert!(header.get("kid").is_none(), "{header}");
+        let claims = segment(a, 1);
+        assert_eq!(claims["iss"], "x5t", "{claims}");
+        assert_eq!(claims["sub"], "x5t", "{claims}");
+        assert_eq!(claims["aud"], server.url().as_str(), "{claims}");
+        let (iat, exp) = (
+            claims["iat"].as_i64().unwrap(),
+            claims["exp"].as_i64().unwrap(),
+        );
+        assert_eq!(exp - iat, 60, "default assertion lifetime: {claims}");
+        // At least 128 bits of randomness: 22 base64url characters.
+        assert!(
+            claims["jti"].as_str().is_some_and(|j| j.len() >= 22),
+            "{claims}"
+        );
+        // The signature verifies with the certificate's key: the thumbprint names the key that signed.
+        let (signed, sig) = a.rsplit_once('.').unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            certified.signing_key.public_key_raw(),
+        )
+        .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+        .expect("the assertion is signed by the certified key");
+    }
+    assert_ne!(
+        segment(&assertions[0], 1)["jti"],
+        segment(&assertions[1], 1)["jti"],
+        "a jti is never reused"
+    );
+
+    // A real server takes the same assertion: oidc-provider with the certificate's public key.
+    let idp = OidcServer::start(
+        sb.dir.path(),
+        json!({"port": 0, "ttl": 300, "clients": [
+            {"client_id": "x5t", "auth": "private_key_jwt", "signing_alg": "ES256",
+             "public_key_pem": certified.signing_key.public_key_pem()},
+        ]}),
+    )
+    .expect("oidc-provider must be installed for this test: run scripts/install-tools");
+    let cfg = jwt_config(&sb, &idp.url, "x5t", &extra);
+    let (st, out, err) = run_once(&cfg, "20s");
+    assert!(st.success(), "{out}\n{err}");
+    let written: Value = serde_json::from_str(&sb.read("out/x5t.json").unwrap()).unwrap();
+    assert!(
+        written["access_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{written}"
+    );
 }
