@@ -148,12 +148,7 @@ fn help_and_version() {
 #[test]
 fn demo_writes_every_format() {
     let sb = Sandbox::new();
-    let (st, out, err) = run_to_end(
-        &["demo", "--dir", "tokens", "--once"],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_demo_once(sb.dir.path());
     assert!(st.success(), "{out}\n{err}");
     let raw = sb.read("tokens/token").unwrap();
     assert!(raw.starts_with("demo."), "{raw}");

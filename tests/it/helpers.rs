@@ -316,6 +316,23 @@ pub fn run_once(cfg: &Path, timeout: &str) -> (ExitStatus, String, String) {
     run_to_end(&args, dir, &[], Duration::from_secs(60))
 }
 
+/// `token-vendor check --config CFG`, run from `dir`.
+pub fn run_check(cfg: &Path, dir: &Path) -> (ExitStatus, String, String) {
+    let cfg = cfg.to_str().expect("UTF-8 path");
+    run_to_end(
+        &["check", "--config", cfg],
+        dir,
+        &[],
+        Duration::from_secs(30),
+    )
+}
+
+/// `token-vendor demo --dir tokens --once`, run from `dir`.
+pub fn run_demo_once(dir: &Path) -> (ExitStatus, String, String) {
+    let args = ["demo", "--dir", "tokens", "--once"];
+    run_to_end(&args, dir, &[], Duration::from_secs(20))
+}
+
 // ---------------------------------------------------------------------------
 // A scriptable token server: raw HTTP/1.1 over tokio, so that every fault can be produced exactly.
 // ---------------------------------------------------------------------------

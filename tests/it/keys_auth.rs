@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::auth_blocks::keypair;
 use crate::helpers::{
-    jwt_with_exp, run_once, run_to_end, Behavior, OidcServer, Sandbox, TokenServer,
+    jwt_with_exp, run_check, run_once, Behavior, OidcServer, Sandbox, TokenServer,
 };
 
 /// The base64 body of a PEM (what must never leak), without its BEGIN/END lines.
@@ -190,12 +190,7 @@ fn check_names_the_key_path_for_a_bad_key_an_alg_mismatch_and_a_missing_assertio
 "
         ),
     );
-    let (st, out, err) = run_to_end(
-        &["check", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, out, err) = run_check(&cfg, sb.dir.path());
     assert!(!st.success(), "{out}\n{err}");
     let all = format!("{out}\n{err}");
     assert!(

@@ -1,18 +1,14 @@
 //! What a new operator meets first: the demo's config as a starting point, and logs readable in a file.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::helpers::{bin, run_to_end, Behavior, Sandbox, TokenServer};
+use crate::helpers::{bin, run_check, run_demo_once, run_to_end, Behavior, Sandbox, TokenServer};
 
 #[test]
 fn demo_config_is_a_commented_starting_point_that_checks() {
     let sb = Sandbox::new();
-    let (st, out, err) = run_to_end(
-        &["demo", "--dir", "tokens", "--once"],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(20),
-    );
+    let (st, out, err) = run_demo_once(sb.dir.path());
     assert!(st.success(), "{out}\n{err}");
     let cfg = sb
         .read("tokens/demo-config.yaml")
@@ -42,12 +38,7 @@ fn demo_config_is_a_commented_starting_point_that_checks() {
         cfg.contains(&format!("{}/tokens/token\"", root.display())),
         "{cfg}"
     );
-    let (st, out, err) = run_to_end(
-        &["check", "--config", "tokens/demo-config.yaml"],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, out, err) = run_check(Path::new("tokens/demo-config.yaml"), sb.dir.path());
     assert!(st.success(), "the demo config must check:\n{out}\n{err}");
 }
 

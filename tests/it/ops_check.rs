@@ -1,8 +1,6 @@
 //! `check` reports every problem of a config in one run: structural ones, and the file and environment problems of
 //! every token that parsed far enough to name its files.
 
-use std::time::Duration;
-
 use crate::helpers::*;
 
 #[test]
@@ -30,12 +28,7 @@ tokens:
         ),
     );
     let path = cfg.to_str().unwrap();
-    let (st, _out, err) = run_to_end(
-        &["check", "--config", path],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, _out, err) = run_check(&cfg, sb.dir.path());
     assert_eq!(st.code(), Some(2), "{err}");
     for needle in [
         format!("error: {path}: lisen: unknown key `lisen`"),
@@ -67,12 +60,7 @@ fn a_broken_output_or_token_neither_hides_nor_renumbers_the_others() {
         ),
     );
     let path = cfg.to_str().unwrap();
-    let (st, _out, err) = run_to_end(
-        &["check", "--config", path],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, _out, err) = run_check(&cfg, sb.dir.path());
     assert_eq!(st.code(), Some(2), "{err}");
     for needle in [
         format!("error: {path}: tokens[0].name: required key `name` is missing"),
