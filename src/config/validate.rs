@@ -909,3 +909,95 @@ mod relative_path_tests {
         assert_eq!(t["outputs"][0]["path"].as_str(), Some("/etc/tv/out/t"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::auth::AssertionAudience;
+
+    fn token(keys: &str) -> Result<TokenConfig, Vec<String>> {
+        let y = format!("tokens:\n  - name: t\n{keys}    outputs: [{{path: /tmp/tv/t}}]\n");
+        parse(&y, Path::new("/etc/tv"))
+            .map(|mut c| c.tokens.remove(0))
+            .map_err(|p| {
+                p.into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn issuer_replaces_token_url_and_auto_needs_it() {
+        let t = token("    issuer: https://idp.example/realms/x\n    client_id: c\n    client_secret_file: /s\n    auth_method: auto\n").unwrap();
+        let d = t.discovery.expect("discovery");
+        assert_eq!(d.issuer.as_str(), "https://idp.example/realms/x");
+        assert!(d.auto);
+        assert_eq!(t.token_url.as_str(), "https://idp.example/realms/x");
+        // auto with a secret starts as Basic (RFC 8414's default); the document may move it to post.
+        assert_eq!(t.auth.name(), "client_secret_basic");
+        let t = token(
+            "    issuer: https://idp.example/\n    client_id: c\n    client_secret_file: /s\n",
+        )
+        .unwrap();
+        assert!(!t.discovery.expect("discovery").auto);
+
+        for (keys, want) in [
+            (
+                "    issuer: https://idp.example\n    token_url: https://idp.example/t\n",
+                "tokens[0].issuer: set issuer (the token endpoint is then discovered) or token_url, not both",
+            ),
+            (
+                "    issuer: https://idp.example\n    base_url: https://idp.example\n",
+                "tokens[0].issuer: set issuer (the token endpoint is then discovered) or base_url, not both",
+            ),
+            ("", "tokens[0]: set token_url (or base_url"),
+            (
+                "    token_url: https://idp.example/t\n    auth_method: auto\n",
+                "tokens[0].auth_method: auto picks from the issuer's discovery document, so it needs issuer:",
+            ),
+            (
+                "    issuer: http://idp.example\n",
+                "tokens[0].issuer: issuer \"http://idp.example\" is not usable: must be https",
+            ),
+            (
+                "    issuer: https://idp.example/?tenant=1\n",
+                "tokens[0].issuer: issuer \"https://idp.example/?tenant=1\" is not usable: must not have a query",
+            ),
+            ("    issuer: idp.example\n", "tokens[0].issuer: issuer \"idp.example\" is not usable: not a URL"),
+        ] {
+            let problems = token(&format!("{keys}    client_id: c\n    client_secret_file: /s\n"))
+                .expect_err(keys);
+            assert!(problems.iter().any(|p| p.starts_with(want)), "{keys}: {problems:?}");
+            // Exactly one problem about where the endpoint comes from, not a cascade.
+            assert_eq!(problems.len(), 1, "{keys}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_method_its_credentials_imply_and_issuer_is_an_assertion_audience() {
+        let t = token("    issuer: https://idp.example/r\n    client_id: c\n    auth_method: auto\n    private_key_file: /k.pem\n    assertion_audience: issuer\n").unwrap();
+        let ClientAuth::PrivateKeyJwt(k) = &t.auth else {
+            panic!("{:?}", t.auth.name())
+        };
+        assert_eq!(
+            k.audience,
+            AssertionAudience::Literal("https://idp.example/r".into())
+        );
+        let t = token("    issuer: https://idp.example\n    client_id: c\n    auth_method: auto\n    client_assertion_file: /sa\n").unwrap();
+        assert_eq!(t.auth.name(), "client_assertion_file");
+        // Without discovery, `issuer` as an audience is still refused.
+        let p = token("    token_url: https://idp.example/t\n    client_id: c\n    auth_method: private_key_jwt\n    private_key_file: /k.pem\n    assertion_audience: issuer\n").unwrap_err();
+        assert!(
+            p[0].starts_with("tokens[0].assertion_audience: `issuer` needs issuer:"),
+            "{p:?}"
+        );
+        // auto with no credential at all: the secret is what is missing.
+        let p = token("    issuer: https://idp.example\n    client_id: c\n    auth_method: auto\n")
+            .unwrap_err();
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("tokens[0]") && p.contains("client_secret")),
+            "{p:?}"
+        );
+    }
+}

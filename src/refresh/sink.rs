@@ -818,4 +818,79 @@ mod tests {
         std::os::unix::fs::chown(&file, Some(65532), Some(65532)).unwrap();
         assert!(matches!(refused(&sink), Refusal::Suspect(w) if w.contains("owned by uid 65532")));
     }
+
+    fn cached(fetched_at: SystemTime) -> Cached {
+        let issuer = crate::token::discovery::Issuer::parse("https://idp.example/r").unwrap();
+        let source =
+            url::Url::parse("https://idp.example/r/.well-known/openid-configuration").unwrap();
+        let body =
+            br#"{"issuer":"https://idp.example/r","token_endpoint":"https://idp.example/r/token"}"#;
+        Cached {
+            document: crate::token::discovery::Document::parse(body, &issuer, &source).unwrap(),
+            fetched_at: fetched_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        }
+    }
+
+    #[test]
+    fn a_discovery_document_is_sealed_apart_and_adopted_only_under_the_same_rules() {
+        let (d, sink, token_file) = written(Duration::from_secs(3600));
+        let file = d.path().join("state/svc.discovery.tv-state");
+        assert_eq!(discovery_file_for(&token_file), file);
+        assert_eq!(sink.check_discovery(now()), Err(Refusal::Missing));
+        let c = cached(now());
+        sink.save_discovery(&c).unwrap();
+        assert_eq!(sink.check_discovery(now()).unwrap(), c);
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, euid()));
+        // The token's record is untouched and still adopted.
+        assert!(sink.check_warm(now()).is_ok());
+
+        let k = key(d.path());
+        let record = serde_json::to_vec(&c).unwrap();
+        let put = |bytes: Vec<u8>| {
+            let _ = std::fs::remove_file(&file);
+            std::fs::write(&file, bytes).unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        };
+        // Sealed as a token record (other magic), with another key, or for other settings: refused.
+        for sealed in [
+            seal(&k, "fp", &record),
+            seal_as(
+                DISCOVERY_MAGIC,
+                &hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]),
+                "fp",
+                &record,
+            ),
+            seal_as(DISCOVERY_MAGIC, &k, "other-fp", &record),
+        ] {
+            put(sealed);
+            assert!(
+                matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("MAC"))
+            );
+        }
+        // Fetched in the future: refused; within the skew allowance: fine.
+        put(seal_as(
+            DISCOVERY_MAGIC,
+            &k,
+            "fp",
+            &serde_json::to_vec(&cached(now() + Duration::from_secs(60))).unwrap(),
+        ));
+        assert!(
+            matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("future"))
+        );
+        put(seal_as(DISCOVERY_MAGIC, &k, "fp", &record));
+        assert!(sink.check_discovery(now()).is_ok());
+        // A file that is not 0600 is not trusted.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert!(
+            matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("0600"))
+        );
+        sink.remove_all();
+        assert!(!file.exists());
+    }
 }

@@ -1008,4 +1008,82 @@ mod tests {
         assert!(matches!(err, DiscoveryError::Network { .. }), "{err:?}");
         assert!(err.is_transient());
     }
+
+    #[test]
+    fn a_cached_document_is_refetched_after_a_day_or_when_the_clock_went_back() {
+        let d = Document::parse(
+            doc("https://idp.example", "").as_bytes(),
+            &issuer("https://idp.example"),
+            &src(),
+        )
+        .unwrap();
+        let c = Cached {
+            document: d,
+            fetched_at: 1_000_000,
+        };
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(!c.is_stale(at(1_000_000)));
+        assert!(!c.is_stale(at(1_000_000 + 86_399)));
+        assert!(c.is_stale(at(1_000_000 + 86_400)));
+        assert!(c.is_stale(at(999_999)));
+    }
+
+    #[test]
+    fn auto_moves_a_secret_between_basic_and_post_and_keeps_keys() {
+        use crate::credentials::CredentialSource;
+        let id = || CredentialSource::inline("c".into());
+        let basic = ClientAuth::SecretBasic {
+            client_id: id(),
+            client_secret: id(),
+        };
+        let with = |m: &str| {
+            Document::parse(
+                doc(
+                    "https://idp.example",
+                    &format!(r#","token_endpoint_auth_methods_supported":{m}"#),
+                )
+                .as_bytes(),
+                &issuer("https://idp.example"),
+                &src(),
+            )
+            .unwrap()
+        };
+        let plain = Document::parse(
+            doc("https://idp.example", "").as_bytes(),
+            &issuer("https://idp.example"),
+            &src(),
+        )
+        .unwrap();
+        assert_eq!(
+            choose_auth(&basic, &plain).unwrap().name(),
+            "client_secret_basic"
+        );
+        assert_eq!(
+            choose_auth(&basic, &with(r#"["client_secret_post","private_key_jwt"]"#))
+                .unwrap()
+                .name(),
+            "client_secret_post"
+        );
+        assert_eq!(
+            choose_auth(
+                &basic,
+                &with(r#"["client_secret_post","client_secret_basic"]"#)
+            )
+            .unwrap()
+            .name(),
+            "client_secret_basic"
+        );
+        let err = choose_auth(&basic, &with(r#"["private_key_jwt"]"#)).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("[private_key_jwt]"), "{err}");
+        let file = ClientAuth::ClientAssertionFile {
+            client_id: id(),
+            path: "/sa".into(),
+        };
+        assert_eq!(
+            choose_auth(&file, &with(r#"["private_key_jwt"]"#)).unwrap(),
+            file
+        );
+        assert!(choose_auth(&file, &plain).is_err());
+    }
 }
