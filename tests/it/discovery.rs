@@ -143,7 +143,7 @@ fn auto_gets_a_token_from_oidc_providers_own_discovery_document() {
     let (p256, p256_pub) = keypair("ec", "P-256");
     let idp = OidcServer::launch(
         sb.dir.path(),
-        json!({"port": 0, "ttl": 300, "clients": [
+        json!({"port": 0, "ttl": 300, "strict_auth": true, "clients": [
             {"client_id": "basic", "client_secret": "s3cr3t-discovery", "auth": "client_secret_basic"},
             {"client_id": "jwt", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub},
         ]}),
