@@ -51,6 +51,8 @@ struct Discovering {
     current: Mutex<Option<Resolved>>,
     /// A document fetched since the owner last asked (`take_fetched`), to be saved in the warm-start state.
     fetched: Mutex<Option<Cached>>,
+    /// The endpoint answered 404: fetch the document again before the next request.
+    moved: std::sync::atomic::AtomicBool,
 }
 
 /// Where and how to ask, as a document said.
@@ -116,6 +118,7 @@ impl TokenClient {
             config,
             current: Mutex::new(None),
             fetched: Mutex::new(None),
+            moved: std::sync::atomic::AtomicBool::new(false),
         });
         self
     }
@@ -141,6 +144,14 @@ impl TokenClient {
             Err(e) => {
                 tracing::info!(issuer = %d.config.issuer, error = %chain(&e), "the saved discovery document is not usable; discovering again")
             }
+        }
+    }
+
+    /// The discovered endpoint answered 404: it may have moved, so the next request fetches the document again
+    /// (and keeps this one if that fails).
+    fn endpoint_moved(&self) {
+        if let Some(d) = &self.discovery {
+            d.moved.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -171,8 +182,9 @@ impl TokenClient {
             return Ok((self.spec.url.clone(), self.spec.auth.clone()));
         };
         let held = lock(&d.current).clone();
+        let moved = d.moved.swap(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = &held {
-            if !r.cached.is_stale(now) {
+            if !moved && !r.cached.is_stale(now) {
                 return Ok((r.url.clone(), r.auth.clone()));
             }
         }
@@ -322,6 +334,9 @@ impl TokenClient {
             }
             return parse_token_response(&body, issued_at, self.spec.default_lifetime)
                 .map_err(|e| FetchError::new(e.kind(), format!("token endpoint {url}: {e}")));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            self.endpoint_moved();
         }
         let mut err = status_error_to(url, status, &body, is_html, forms, location.as_deref());
         err.retry_after = retry_after;
