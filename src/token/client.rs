@@ -457,4 +457,126 @@ mod tests {
             .body()
             .ends_with("&tenant=x+y&client_id=i+d&client_secret=p%2Bw"));
     }
+
+    /// A loopback server whose answers (by path) can change between requests; records the paths asked for.
+    #[derive(Clone, Default)]
+    struct Routes(std::sync::Arc<Mutex<(Vec<(String, u16, String)>, Vec<String>)>>);
+
+    impl Routes {
+        fn set(&self, path: &str, status: u16, body: &str) {
+            let mut g = self.0.lock().unwrap();
+            g.0.retain(|(p, ..)| p != path);
+            g.0.push((path.into(), status, body.into()));
+        }
+        fn take_seen(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap().1)
+        }
+    }
+
+    async fn serve(routes: Routes) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut n = 0;
+                    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                        match s.read(&mut buf[n..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => n += k,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (status, body) = {
+                        let mut g = routes.0.lock().unwrap();
+                        g.1.push(path.clone());
+                        g.0.iter()
+                            .find(|(p, ..)| *p == path)
+                            .map(|(_, st, b)| (*st, b.clone()))
+                            .unwrap_or((404, "{}".into()))
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_discovered_endpoint_is_kept_for_a_day_kept_when_a_refetch_fails_and_refetched_after_a_404(
+    ) {
+        let routes = Routes::default();
+        let addr = serve(routes.clone()).await;
+        let issuer = format!("http://{addr}/r");
+        let wk = "/r/.well-known/openid-configuration";
+        let good_doc =
+            format!(r#"{{"issuer":"{issuer}","token_endpoint":"http://{addr}/r/token"}}"#);
+        routes.set(wk, 200, &good_doc);
+        routes.set(
+            "/r/token",
+            200,
+            r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300}"#,
+        );
+        let discovery = || {
+            Some(crate::config::Discovery {
+                issuer: discovery::Issuer::parse(&issuer).unwrap(),
+                auto: false,
+            })
+        };
+        let c = client(ClientAuth::SecretPost {
+            client_id: CredentialSource::inline("c".into()),
+            client_secret: CredentialSource::inline("s".into()),
+        })
+        .discovering(discovery());
+        let t0 = SystemTime::now();
+        let h = Duration::from_secs(3600);
+
+        c.fetch(t0).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        let saved = c.take_fetched().expect("a document to save");
+        assert_eq!(saved.document.token_endpoint.path(), "/r/token");
+        assert!(c.take_fetched().is_none());
+
+        // Within a day: no discovery request.
+        c.fetch(t0 + 23 * h).await.unwrap();
+        assert_eq!(routes.take_seen(), ["/r/token"]);
+
+        // A day on, the IdP's discovery is failing: the document in hand is used, nothing new to save.
+        routes.set(wk, 503, "{}");
+        c.fetch(t0 + 25 * h).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        assert!(c.take_fetched().is_none());
+
+        // The endpoint answers 404: the next request fetches the document first, even within the day.
+        routes.set(wk, 200, &good_doc);
+        let t1 = t0 + 25 * h;
+        c.fetch(t1).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        routes.set("/r/token", 404, "{}");
+        assert!(c.fetch(t1).await.is_err());
+        assert_eq!(routes.take_seen(), ["/r/token"]);
+        routes.set(
+            "/r/token",
+            200,
+            r#"{"access_token":"at-2","token_type":"Bearer","expires_in":300}"#,
+        );
+        c.fetch(t1).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+
+        // Without a document in hand, a discovery failure is the request's error, transient for a 503.
+        let fresh = client(ClientAuth::None { client_id: None }).discovering(discovery());
+        routes.set(wk, 503, "{}");
+        let e = fresh.fetch(t1).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Discovery, "{e}");
+        assert!(!e.kind.is_permanent());
+    }
 }
