@@ -460,7 +460,10 @@ mod tests {
 
     /// A loopback server whose answers (by path) can change between requests; records the paths asked for.
     #[derive(Clone, Default)]
-    struct Routes(std::sync::Arc<Mutex<(Vec<(String, u16, String)>, Vec<String>)>>);
+    struct Routes(std::sync::Arc<Mutex<(Vec<Route>, Vec<String>)>>);
+
+    /// Path, status, body.
+    type Route = (String, u16, String);
 
     impl Routes {
         fn set(&self, path: &str, status: u16, body: &str) {
