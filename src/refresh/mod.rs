@@ -55,6 +55,10 @@ pub trait Vend: Send + Sync + 'static {
     fn take_discovered(&self) -> Option<Cached> {
         None
     }
+    /// The token endpoint discovery found, shown in `/status` instead of the issuer once known.
+    fn discovered_endpoint(&self) -> Option<url::Url> {
+        None
+    }
 }
 
 /// The production vendor: the token client, which reads the credentials fresh for every request.
@@ -91,6 +95,10 @@ impl Vend for ClientVend {
 
     fn take_discovered(&self) -> Option<Cached> {
         self.client.take_fetched()
+    }
+
+    fn discovered_endpoint(&self) -> Option<url::Url> {
+        self.client.discovered_endpoint()
     }
 }
 
@@ -210,6 +218,7 @@ impl<V: Vend> Refresher<V> {
         .ok()?;
         if let Some(d) = discovered {
             self.vend.restore_discovery(d);
+            self.show_endpoint();
         }
         let restored = restored?;
         let token = match restored {
@@ -229,6 +238,13 @@ impl<V: Vend> Refresher<V> {
         self.publish_token(&token);
         self.current = Some(token);
         Some(next)
+    }
+
+    /// `/status` names the discovered token endpoint once there is one (the issuer until then).
+    fn show_endpoint(&self) {
+        if let Some(url) = self.vend.discovered_endpoint() {
+            self.state.update(&self.name, |s| s.url = url.to_string());
+        }
     }
 
     /// Delay from `now` to this token's planned refresh, with a fresh draw from the window.
@@ -262,6 +278,7 @@ impl<V: Vend> Refresher<V> {
     /// Publishes an attempt's result: writes the files (never cancelled half-way), updates state and metrics.
     pub async fn publish(&mut self, result: Result<Token, FetchError>, took: Duration) -> Outcome {
         if let Some(d) = self.vend.take_discovered() {
+            self.show_endpoint();
             // Saved even when the token request then failed: the document itself was good.
             let sink = self.sink.clone();
             match tokio::task::spawn_blocking(move || sink.save_discovery(&d)).await {

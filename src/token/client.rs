@@ -155,6 +155,12 @@ impl TokenClient {
         }
     }
 
+    /// The discovered token endpoint in use, `None` before discovery (or without it).
+    pub fn discovered_endpoint(&self) -> Option<Url> {
+        let d = self.discovery.as_ref()?;
+        lock(&d.current).as_ref().map(|r| r.url.clone())
+    }
+
     /// A document fetched since the last call, for the warm-start state.
     pub fn take_fetched(&self) -> Option<Cached> {
         self.discovery

@@ -313,6 +313,11 @@ fn an_identity_provider_down_at_start_is_retried_until_it_is_up_without_a_restar
     );
     assert_eq!(p.get("/livez").0, 200, "{}", p.describe());
     assert_eq!(p.get("/readyz").0, 503);
+    // The issuer until the endpoint is known.
+    assert_eq!(
+        status(&mut p)["tokens"][0]["token_url"],
+        format!("{issuer}/")
+    );
     let metrics = p.get("/metrics").1;
     assert!(
         metrics.contains("token_vendor_refresh_errors_total{token=\"t\",kind=\"discovery\"}"),
@@ -340,6 +345,7 @@ fn an_identity_provider_down_at_start_is_retried_until_it_is_up_without_a_restar
         || p.ready(),
     );
     assert_eq!(p.pid(), pid);
+    assert_eq!(status(&mut p)["tokens"][0]["token_url"], tokens.url());
     assert!(p.child.try_wait().unwrap().is_none(), "the process exited");
     assert_eq!(sb.read("out/token"), tokens.issued().last().cloned());
     assert!(!p.logs().contains("s3cr3t-discovery"));
@@ -377,6 +383,7 @@ fn a_restart_while_discovery_is_down_uses_the_document_saved_in_the_state() {
         || p.ready(),
     );
     assert_eq!(tokens.seen().len(), before + 1);
+    assert_eq!(status(&mut p)["tokens"][0]["token_url"], tokens.url());
     assert!(
         p.logs()
             .contains("using the discovery document saved by the previous run"),
