@@ -376,6 +376,14 @@ impl Sink {
         };
         let record = serde_json::to_vec(cached).unwrap_or_default();
         let sealed = seal_as(DISCOVERY_MAGIC, &store.key, &self.fingerprint, &record);
+        if sealed.len() as u64 > fsread::STATE_LIMIT {
+            // It could not be read back; a document this large is used only for this run.
+            tracing::info!(
+                file = %store.discovery.path().display(),
+                "the discovery document is too large to keep for a restart"
+            );
+            return Ok(());
+        }
         store.discovery.write(&sealed, 0o600, None, None)
     }
 

@@ -237,6 +237,7 @@ impl TokenClient {
     }
 
     /// The request as it would be sent now: credentials read fresh, the grant's and authentication's fields added.
+    /// With discovery, `fetch` sends it to the discovered endpoint (and, for `auto`, in the form picked) instead.
     pub fn request(&self, now: SystemTime) -> Result<TokenRequest, AuthError> {
         self.request_to(&self.spec.url, &self.spec.auth, now)
     }
