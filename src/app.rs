@@ -119,7 +119,7 @@ pub fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenCli
             token: cfg.name.clone(),
             source,
         })?;
-    Ok(TokenClient::new(request_spec(cfg), http))
+    Ok(TokenClient::new(request_spec(cfg), http).discovering(cfg.discovery.clone()))
 }
 
 /// Builds every token's HTTP client (reading CA and certificate files); blocking. Errors name the token.

@@ -53,14 +53,20 @@ impl Keyed {
 
 /// `None` for the secret-based methods (after refusing keys that belong to the others); for the keyed methods
 /// `Some(Some(..))` when valid, `Some(None)` when problems were recorded. The caller then skips `client_secret`.
-pub fn keyed(raw: &RawToken, at: &str, problems: &mut Vec<Problem>) -> Option<Option<Keyed>> {
+/// `method` is the configured one, or for `auto` the one its credentials imply; `issuer` is set with discovery.
+pub fn keyed(
+    raw: &RawToken,
+    method: Option<RawAuthMethod>,
+    issuer: Option<&str>,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Option<Keyed>> {
     let mut problem = |key: &str, message: String| {
         problems.push(Problem {
             path: format!("{at}.{key}"),
             message,
         })
     };
-    let method = raw.auth_method;
     let jwt_keys = [
         ("private_key_file", raw.private_key_file.is_some()),
         ("alg", raw.alg.is_some()),
@@ -126,6 +132,10 @@ pub fn keyed(raw: &RawToken, at: &str, problems: &mut Vec<Problem>) -> Option<Op
             };
             let audience = match raw.assertion_audience.as_deref() {
                 None | Some("token_endpoint") => AssertionAudience::TokenEndpoint,
+                // The document's issuer must equal the configured one exactly, so it is known now.
+                Some("issuer") if issuer.is_some() => {
+                    AssertionAudience::Literal(issuer.map(str::to_string).unwrap_or_default())
+                }
                 Some("issuer") => {
                     problem(
                         "assertion_audience",

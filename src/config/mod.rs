@@ -83,7 +83,10 @@ pub enum OnExit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenConfig {
     pub name: String,
+    /// The token endpoint; with `discovery`, the issuer's URL until the document names the endpoint at run time.
     pub token_url: Url,
+    /// `issuer:` configured: the token endpoint (and with `auth_method: auto`, the method) comes from discovery.
+    pub discovery: Option<Discovery>,
     /// How the client authenticates; reads its credentials fresh for every request.
     pub auth: ClientAuth,
     pub grant: Grant,
@@ -94,6 +97,15 @@ pub struct TokenConfig {
     pub default_lifetime: Duration,
     pub http: HttpConfig,
     pub outputs: Vec<OutputConfig>,
+}
+
+/// OIDC discovery / RFC 8414 for one token (`token::discovery` does the fetching and checking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub issuer: crate::token::discovery::Issuer,
+    /// `auth_method: auto`: `auth` is the preferred form of the configured credentials, switched to what the
+    /// document supports (`client_secret_basic` to `client_secret_post`), or refused when it supports neither.
+    pub auto: bool,
 }
 
 /// The format of an output file.

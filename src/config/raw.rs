@@ -21,6 +21,8 @@ pub enum RawAuthMethod {
     ClientAssertionFile,
     /// A public client: no credential (token exchange).
     None,
+    /// With `issuer`: the best method the discovered document and the configured credentials have in common.
+    Auto,
 }
 
 /// `grant` as written.
@@ -72,6 +74,7 @@ pub struct RawToken {
     pub name: String,
     pub base_url: Option<String>,
     pub token_url: Option<String>,
+    pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_id_file: Option<PathBuf>,
     pub client_id_env: Option<String>,

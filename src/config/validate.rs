@@ -15,10 +15,11 @@ use super::raw::{
     RawReload, RawToken,
 };
 use super::{
-    Config, Format, HttpConfig, LogConfig, LogFormat, OnExit, OutputConfig, Problem, RefreshPolicy,
-    ReloadConfig, TokenConfig,
+    Config, Discovery, Format, HttpConfig, LogConfig, LogFormat, OnExit, OutputConfig, Problem,
+    RefreshPolicy, ReloadConfig, TokenConfig,
 };
 use crate::credentials::CredentialSource;
+use crate::token::discovery::Issuer;
 use crate::token::{ClientAuth, Grant};
 
 /// Parses and checks config text: the config, or every problem found. Relative paths resolve against `base`, the
@@ -445,6 +446,7 @@ fn inert_token(i: usize) -> TokenConfig {
     TokenConfig {
         name: format!("unreadable-token-{i}"),
         token_url: stand_in_url(),
+        discovery: None,
         auth: ClientAuth::SecretPost {
             client_id: inline(),
             client_secret: inline(),
@@ -473,7 +475,22 @@ fn token_config(
     at: &str,
     c: &mut Checker,
 ) -> TokenConfig {
-    let keyed = super::auth::keyed(&raw, at, &mut c.problems);
+    let auto = raw.auth_method == Some(RawAuthMethod::Auto);
+    // `auto` is checked as the method its credentials imply; the document decides at run time (`Discovery`).
+    let method = if auto {
+        Some(if raw.private_key_file.is_some() {
+            RawAuthMethod::PrivateKeyJwt
+        } else if raw.client_assertion_file.is_some() {
+            RawAuthMethod::ClientAssertionFile
+        } else {
+            RawAuthMethod::ClientSecretBasic
+        })
+    } else {
+        raw.auth_method
+    };
+    let discovery = discovery(&raw, auto, at, c);
+    let issuer = discovery.as_ref().map(|d| d.issuer.as_str());
+    let keyed = super::auth::keyed(&raw, method, issuer, at, &mut c.problems);
     if !valid_name(&raw.name) {
         c.problem(
             format!("{at}.name"),
@@ -498,14 +515,19 @@ fn token_config(
         );
     }
 
-    let token_url = token_url(
-        raw.token_url.as_deref(),
-        raw.base_url.as_deref(),
-        http.allow_insecure_http,
-        at,
-        c,
-    );
-    let public = raw.auth_method == Some(RawAuthMethod::None);
+    let token_url = match (&discovery, &raw.issuer) {
+        (Some(d), _) => Some(d.issuer.url().clone()),
+        // A bad issuer was reported by `discovery`; do not also ask for a token_url.
+        (None, Some(_)) => None,
+        (None, None) => token_url(
+            raw.token_url.as_deref(),
+            raw.base_url.as_deref(),
+            http.allow_insecure_http,
+            at,
+            c,
+        ),
+    };
+    let public = method == Some(RawAuthMethod::None);
     let id_given =
         raw.client_id.is_some() || raw.client_id_file.is_some() || raw.client_id_env.is_some();
     let secret_given = raw.client_secret.is_some()
@@ -575,7 +597,7 @@ fn token_config(
     // their indices in what `check` reports about their files.
     let outputs: Vec<OutputConfig> = outputs.into_iter().map_while(|o| o).collect();
 
-    let method = raw.auth_method.unwrap_or(RawAuthMethod::ClientSecretBasic);
+    let method = method.unwrap_or(RawAuthMethod::ClientSecretBasic);
     if method == RawAuthMethod::ClientSecretBasicRaw {
         if let Some(CredentialSource::Inline(id)) = &client_id {
             if secrecy::ExposeSecret::expose_secret(id).contains(':') {
@@ -629,6 +651,7 @@ fn token_config(
     TokenConfig {
         name: raw.name,
         token_url: token_url.unwrap_or_else(stand_in_url),
+        discovery,
         auth,
         grant,
         scope: raw.scope.filter(|s| !s.trim().is_empty()),
@@ -638,6 +661,38 @@ fn token_config(
         default_lifetime,
         http,
         outputs,
+    }
+}
+
+/// `issuer:` (OIDC discovery), checked for syntax only: no server is contacted here. `auth_method: auto` needs it.
+fn discovery(raw: &RawToken, auto: bool, at: &str, c: &mut Checker) -> Option<Discovery> {
+    let Some(text) = raw.issuer.as_deref() else {
+        if auto {
+            c.problem(
+                format!("{at}.auth_method"),
+                "auto picks from the issuer's discovery document, so it needs issuer: (and no token_url); without it, name the method (client_secret_basic, client_secret_post, private_key_jwt, client_assertion_file)",
+            );
+        }
+        return None;
+    };
+    if raw.token_url.is_some() || raw.base_url.is_some() {
+        let other = if raw.token_url.is_some() {
+            "token_url"
+        } else {
+            "base_url"
+        };
+        c.problem(
+            format!("{at}.issuer"),
+            format!("set issuer (the token endpoint is then discovered) or {other}, not both; remove one"),
+        );
+        return None;
+    }
+    match Issuer::parse(text) {
+        Ok(issuer) => Some(Discovery { issuer, auto }),
+        Err(e) => {
+            c.problem(format!("{at}.issuer"), e.to_string());
+            None
+        }
     }
 }
 
@@ -658,7 +713,7 @@ fn token_url(
                 .map_err(|e| (b, e)),
         ),
         (None, None) => {
-            c.problem(at, "set token_url (or base_url, from which token_url defaults to <base_url>/api/v2/token)");
+            c.problem(at, "set token_url (or base_url, from which token_url defaults to <base_url>/api/v2/token, or issuer, from whose discovery document it is read)");
             return None;
         }
     };
@@ -852,5 +907,97 @@ mod relative_path_tests {
         assert_eq!(t["http"]["ca_file"].as_str(), Some("/etc/tv/ca.pem"));
         assert_eq!(t["params"]["x_file"].as_str(), Some("keep"));
         assert_eq!(t["outputs"][0]["path"].as_str(), Some("/etc/tv/out/t"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::auth::AssertionAudience;
+
+    fn token(keys: &str) -> Result<TokenConfig, Vec<String>> {
+        let y = format!("tokens:\n  - name: t\n{keys}    outputs: [{{path: /tmp/tv/t}}]\n");
+        parse(&y, Path::new("/etc/tv"))
+            .map(|mut c| c.tokens.remove(0))
+            .map_err(|p| {
+                p.into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn issuer_replaces_token_url_and_auto_needs_it() {
+        let t = token("    issuer: https://idp.example/realms/x\n    client_id: c\n    client_secret_file: /s\n    auth_method: auto\n").unwrap();
+        let d = t.discovery.expect("discovery");
+        assert_eq!(d.issuer.as_str(), "https://idp.example/realms/x");
+        assert!(d.auto);
+        assert_eq!(t.token_url.as_str(), "https://idp.example/realms/x");
+        // auto with a secret starts as Basic (RFC 8414's default); the document may move it to post.
+        assert_eq!(t.auth.name(), "client_secret_basic");
+        let t = token(
+            "    issuer: https://idp.example/\n    client_id: c\n    client_secret_file: /s\n",
+        )
+        .unwrap();
+        assert!(!t.discovery.expect("discovery").auto);
+
+        for (keys, want) in [
+            (
+                "    issuer: https://idp.example\n    token_url: https://idp.example/t\n",
+                "tokens[0].issuer: set issuer (the token endpoint is then discovered) or token_url, not both",
+            ),
+            (
+                "    issuer: https://idp.example\n    base_url: https://idp.example\n",
+                "tokens[0].issuer: set issuer (the token endpoint is then discovered) or base_url, not both",
+            ),
+            ("", "tokens[0]: set token_url (or base_url"),
+            (
+                "    token_url: https://idp.example/t\n    auth_method: auto\n",
+                "tokens[0].auth_method: auto picks from the issuer's discovery document, so it needs issuer:",
+            ),
+            (
+                "    issuer: http://idp.example\n",
+                "tokens[0].issuer: issuer \"http://idp.example\" is not usable: must be https",
+            ),
+            (
+                "    issuer: https://idp.example/?tenant=1\n",
+                "tokens[0].issuer: issuer \"https://idp.example/?tenant=1\" is not usable: must not have a query",
+            ),
+            ("    issuer: idp.example\n", "tokens[0].issuer: issuer \"idp.example\" is not usable: not a URL"),
+        ] {
+            let problems = token(&format!("{keys}    client_id: c\n    client_secret_file: /s\n"))
+                .expect_err(keys);
+            assert!(problems.iter().any(|p| p.starts_with(want)), "{keys}: {problems:?}");
+            // Exactly one problem about where the endpoint comes from, not a cascade.
+            assert_eq!(problems.len(), 1, "{keys}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_method_its_credentials_imply_and_issuer_is_an_assertion_audience() {
+        let t = token("    issuer: https://idp.example/r\n    client_id: c\n    auth_method: auto\n    private_key_file: /k.pem\n    assertion_audience: issuer\n").unwrap();
+        let ClientAuth::PrivateKeyJwt(k) = &t.auth else {
+            panic!("{:?}", t.auth.name())
+        };
+        assert_eq!(
+            k.audience,
+            AssertionAudience::Literal("https://idp.example/r".into())
+        );
+        let t = token("    issuer: https://idp.example\n    client_id: c\n    auth_method: auto\n    client_assertion_file: /sa\n").unwrap();
+        assert_eq!(t.auth.name(), "client_assertion_file");
+        // Without discovery, `issuer` as an audience is still refused.
+        let p = token("    token_url: https://idp.example/t\n    client_id: c\n    auth_method: private_key_jwt\n    private_key_file: /k.pem\n    assertion_audience: issuer\n").unwrap_err();
+        assert!(
+            p[0].starts_with("tokens[0].assertion_audience: `issuer` needs issuer:"),
+            "{p:?}"
+        );
+        // auto with no credential at all: the secret is what is missing.
+        let p = token("    issuer: https://idp.example\n    client_id: c\n    auth_method: auto\n")
+            .unwrap_err();
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("tokens[0]") && p.contains("client_secret")),
+            "{p:?}"
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::RefreshPolicy;
 use crate::metrics::{Metrics, RefreshResult};
 use crate::state::{LastError, Published, State};
+use crate::token::discovery::Cached;
 use crate::token::token::rfc3339;
 use crate::token::{ErrorKind, FetchError, Token, TokenClient};
 use schedule::{next_refresh, remaining, retry_delay, Failure};
@@ -44,6 +45,20 @@ pub trait Vend: Send + Sync + 'static {
     fn assertion_exp(&self) -> Option<SystemTime> {
         None
     }
+    /// Whether the token endpoint comes from OIDC discovery (then its document is kept in the warm-start state).
+    fn discovers(&self) -> bool {
+        false
+    }
+    /// A discovery document saved by an earlier run.
+    fn restore_discovery(&self, _cached: Cached) {}
+    /// A discovery document fetched since the last call, to be saved.
+    fn take_discovered(&self) -> Option<Cached> {
+        None
+    }
+    /// The token endpoint discovery found, shown in `/status` instead of the issuer once known.
+    fn discovered_endpoint(&self) -> Option<url::Url> {
+        None
+    }
 }
 
 /// The production vendor: the token client, which reads the credentials fresh for every request.
@@ -68,6 +83,22 @@ impl Vend for ClientVend {
 
     fn assertion_exp(&self) -> Option<SystemTime> {
         self.client.auth().assertion_exp()
+    }
+
+    fn discovers(&self) -> bool {
+        self.client.discovers()
+    }
+
+    fn restore_discovery(&self, cached: Cached) {
+        self.client.restore_discovery(cached)
+    }
+
+    fn take_discovered(&self) -> Option<Cached> {
+        self.client.take_fetched()
+    }
+
+    fn discovered_endpoint(&self) -> Option<url::Url> {
+        self.client.discovered_endpoint()
     }
 }
 
@@ -174,12 +205,22 @@ impl<V: Vend> Refresher<V> {
         let now = self.clock.wall();
         // File work runs on the blocking pool: the runtime thread never waits on a disk.
         let sink = self.sink.clone();
-        let restored = tokio::task::spawn_blocking(move || {
-            let token = sink.load_warm(now)?;
-            Some(sink.write(&token, true).map(|()| token))
+        let discovers = self.vend.discovers();
+        let (discovered, restored) = tokio::task::spawn_blocking(move || {
+            // Kept apart from the token: an expired token still leaves the endpoint known while the IdP is down.
+            let discovered = discovers.then(|| sink.load_discovery(now)).flatten();
+            let restored = sink
+                .load_warm(now)
+                .map(|token| sink.write(&token, true).map(|()| token));
+            (discovered, restored)
         })
         .await
-        .ok()??;
+        .ok()?;
+        if let Some(d) = discovered {
+            self.vend.restore_discovery(d);
+            self.show_endpoint();
+        }
+        let restored = restored?;
         let token = match restored {
             Ok(t) => t,
             Err(e) => {
@@ -197,6 +238,13 @@ impl<V: Vend> Refresher<V> {
         self.publish_token(&token);
         self.current = Some(token);
         Some(next)
+    }
+
+    /// `/status` names the discovered token endpoint once there is one (the issuer until then).
+    fn show_endpoint(&self) {
+        if let Some(url) = self.vend.discovered_endpoint() {
+            self.state.update(&self.name, |s| s.url = url.to_string());
+        }
     }
 
     /// Delay from `now` to this token's planned refresh, with a fresh draw from the window.
@@ -229,6 +277,20 @@ impl<V: Vend> Refresher<V> {
 
     /// Publishes an attempt's result: writes the files (never cancelled half-way), updates state and metrics.
     pub async fn publish(&mut self, result: Result<Token, FetchError>, took: Duration) -> Outcome {
+        if let Some(d) = self.vend.take_discovered() {
+            self.show_endpoint();
+            // Saved even when the token request then failed: the document itself was good.
+            let sink = self.sink.clone();
+            match tokio::task::spawn_blocking(move || sink.save_discovery(&d)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(token = %self.name, error = %e, "could not save the discovery document; a restart while the identity provider is down will wait for it")
+                }
+                Err(e) => {
+                    tracing::warn!(token = %self.name, error = %e, "could not save the discovery document")
+                }
+            }
+        }
         let result = match result {
             Ok(token) => {
                 let sink = self.sink.clone();
@@ -425,6 +487,11 @@ pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
     };
     feed(cfg.token_url.as_str());
     feed(cfg.auth.name());
+    // Fed only with discovery, so that other configs keep the fingerprint they had.
+    if let Some(d) = &cfg.discovery {
+        feed(d.issuer.as_str());
+        feed(if d.auto { "auto" } else { "" });
+    }
     feed(cfg.scope.as_deref().unwrap_or(""));
     feed(cfg.audience.as_deref().unwrap_or(""));
     for r in &cfg.resource {

@@ -26,6 +26,7 @@ use ring::hmac;
 use crate::config::OutputConfig;
 use crate::fsread::{self, ReadError};
 use crate::output::{render, render_record, Target, WriteError};
+use crate::token::discovery::Cached;
 use crate::token::token::{TokenRecord, MAX_LIFETIME};
 use crate::token::Token;
 
@@ -43,9 +44,17 @@ pub const KEY_FILE: &str = ".token-vendor-key.tv-state";
 /// The first line of a state file: this, a space, the hex MAC, a newline; the JSON record follows.
 const MAGIC: &str = "token-vendor-state-v1";
 
+/// The same for a discovery document; a different magic so neither record can pass for the other.
+const DISCOVERY_MAGIC: &str = "token-vendor-discovery-v1";
+
+/// Ends in [`STATE_SUFFIX`], so the config watcher ignores it like the token's state.
+pub const DISCOVERY_SUFFIX: &str = ".discovery.tv-state";
+
 /// Where a token's state lives and the key that authenticates it.
 struct Store {
     file: Target,
+    /// The issuer's discovery document (`issuer:` tokens only), sealed with the same key under its own magic.
+    discovery: Target,
     key: hmac::Key,
 }
 
@@ -73,6 +82,16 @@ pub fn state_file_for(first_output: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     first_output.with_file_name(format!(".{name}{STATE_SUFFIX}"))
+}
+
+/// The discovery document's file next to a token's state file: `x.tv-state` → `x.discovery.tv-state`.
+pub fn discovery_file_for(state_file: &Path) -> PathBuf {
+    let name = state_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(STATE_SUFFIX).unwrap_or(&name);
+    state_file.with_file_name(format!("{stem}{DISCOVERY_SUFFIX}"))
 }
 
 fn euid() -> u32 {
@@ -179,22 +198,32 @@ fn open_store(
         return Err((warn, format!("{}: {why}; {hint}", dir.display())));
     }
     let key = load_or_create_key(&key_target).map_err(|e| (warn, e))?;
+    let discovery =
+        Target::resolve(&discovery_file_for(&file)).map_err(|e| (warn, e.to_string()))?;
     let file = Target::resolve(&file).map_err(|e| (warn, e.to_string()))?;
-    Ok(Store { file, key })
+    Ok(Store {
+        file,
+        discovery,
+        key,
+    })
 }
 
 /// The bytes of a state file: magic, MAC over the fingerprint and the record, the record.
 pub fn seal(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
-    let tag = hmac::sign(key, &mac_input(fingerprint, record));
+    seal_as(MAGIC, key, fingerprint, record)
+}
+
+fn seal_as(magic: &str, key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
+    let tag = hmac::sign(key, &mac_input(magic, fingerprint, record));
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = format!("{MAGIC} {hex}\n").into_bytes();
+    let mut out = format!("{magic} {hex}\n").into_bytes();
     out.extend_from_slice(record);
     out
 }
 
-fn mac_input(fingerprint: &str, record: &[u8]) -> Vec<u8> {
+fn mac_input(magic: &str, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(record.len() + 64);
-    m.extend_from_slice(MAGIC.as_bytes());
+    m.extend_from_slice(magic.as_bytes());
     m.push(0);
     m.extend_from_slice(fingerprint.as_bytes());
     m.push(0);
@@ -203,10 +232,15 @@ fn mac_input(fingerprint: &str, record: &[u8]) -> Vec<u8> {
 }
 
 /// The record inside a state file whose MAC is valid for this key and fingerprint.
-fn open_sealed<'a>(key: &hmac::Key, fingerprint: &str, bytes: &'a [u8]) -> Option<&'a [u8]> {
+fn open_sealed<'a>(
+    magic: &str,
+    key: &hmac::Key,
+    fingerprint: &str,
+    bytes: &'a [u8],
+) -> Option<&'a [u8]> {
     let nl = bytes.iter().position(|&b| b == b'\n')?;
     let head = std::str::from_utf8(&bytes[..nl]).ok()?;
-    let hex = head.strip_prefix(MAGIC)?.strip_prefix(' ')?;
+    let hex = head.strip_prefix(magic)?.strip_prefix(' ')?;
     if hex.len() != 64 {
         return None;
     }
@@ -214,7 +248,7 @@ fn open_sealed<'a>(key: &hmac::Key, fingerprint: &str, bytes: &'a [u8]) -> Optio
         .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
     let record = &bytes[nl + 1..];
-    hmac::verify(key, &mac_input(fingerprint, record), &tag).ok()?;
+    hmac::verify(key, &mac_input(magic, fingerprint, record), &tag).ok()?;
     Some(record)
 }
 
@@ -323,40 +357,80 @@ impl Sink {
         }
     }
 
+    /// Deletes every output and the state files (`on_exit: remove`).
+    pub fn remove_all(&self) {
+        let state = self.store.as_ref().map(|s| [&s.file, &s.discovery]);
+        for t in self.targets.iter().chain(state.into_iter().flatten()) {
+            if let Err(e) = t.remove() {
+                if e.source.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %t.path().display(), error = %e, "could not remove an output on exit");
+                }
+            }
+        }
+    }
+
+    /// Saves a discovery document (sealed like the token's state); nothing when warm start is off.
+    pub fn save_discovery(&self, cached: &Cached) -> Result<(), WriteError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let record = serde_json::to_vec(cached).unwrap_or_default();
+        let sealed = seal_as(DISCOVERY_MAGIC, &store.key, &self.fingerprint, &record);
+        if sealed.len() as u64 > fsread::STATE_LIMIT {
+            // It could not be read back; a document this large is used only for this run.
+            tracing::info!(
+                file = %store.discovery.path().display(),
+                "the discovery document is too large to keep for a restart"
+            );
+            return Ok(());
+        }
+        store.discovery.write(&sealed, 0o600, None, None)
+    }
+
+    /// The discovery document saved by an earlier run, under the same rules as the token's state: our file, mode
+    /// 0600, a valid MAC for this key and these settings, fetched no later than now (within [`MAX_CLOCK_SKEW`]).
+    /// Whether it is for the configured issuer is for the token client to say.
+    pub fn load_discovery(&self, now: SystemTime) -> Option<Cached> {
+        match self.check_discovery(now) {
+            Ok(c) => Some(c),
+            Err(Refusal::Missing | Refusal::Disabled) => None,
+            Err(Refusal::Suspect(why) | Refusal::Stale(why)) => {
+                let file = self
+                    .store
+                    .as_ref()
+                    .map(|s| s.discovery.path().display().to_string());
+                tracing::warn!(file = file.unwrap_or_default(), problem = %why, "ignored the saved discovery document");
+                None
+            }
+        }
+    }
+
+    /// [`Sink::load_discovery`] without the log line.
+    pub fn check_discovery(&self, now: SystemTime) -> Result<Cached, Refusal> {
+        let store = self.store.as_ref().ok_or(Refusal::Disabled)?;
+        let bytes = read_own(&store.discovery)?;
+        let record = open_sealed(DISCOVERY_MAGIC, &store.key, &self.fingerprint, &bytes)
+            .ok_or_else(|| {
+                Refusal::Suspect(
+                    "the saved discovery document does not carry a valid MAC for this sidecar's key and settings".into(),
+                )
+            })?;
+        let cached: Cached = serde_json::from_slice(record)
+            .map_err(|_| Refusal::Suspect("the saved discovery record is not valid JSON".into()))?;
+        if cached.fetched_at() > now + MAX_CLOCK_SKEW {
+            return Err(Refusal::Suspect(
+                "the saved discovery document was fetched in the future".into(),
+            ));
+        }
+        Ok(cached)
+    }
+
     /// [`Sink::load_warm`] without the log line.
     pub fn check_warm(&self, now: SystemTime) -> Result<Token, Refusal> {
         let store = self.store.as_ref().ok_or(Refusal::Disabled)?;
         let suspect = |s: String| Refusal::Suspect(s);
-        let dir = match store.file.open_dir(None) {
-            Ok(d) => d,
-            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Refusal::Missing)
-            }
-            Err(e) => return Err(suspect(e.to_string())),
-        };
-        let (bytes, meta) = match fsread::read_bounded_at(
-            &dir,
-            store.file.name(),
-            store.file.path(),
-            fsread::STATE_LIMIT,
-        ) {
-            Ok(r) => r,
-            Err(ReadError::Open { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(Refusal::Missing)
-            }
-            Err(e) => return Err(suspect(e.to_string())),
-        };
-        if meta.uid() != euid() || meta.mode() & 0o077 != 0 {
-            return Err(suspect(format!(
-                "the state file is owned by uid {} with mode {:04o}; only a 0600 file of uid {} is trusted",
-                meta.uid(),
-                meta.mode() & 0o7777,
-                euid()
-            )));
-        }
-        let record = open_sealed(&store.key, &self.fingerprint, &bytes).ok_or_else(|| {
+        let bytes = read_own(&store.file)?;
+        let record = open_sealed(MAGIC, &store.key, &self.fingerprint, &bytes).ok_or_else(|| {
             suspect(
                 "the state file does not carry a valid MAC for this sidecar's key and settings (written by someone else, or for other settings)".into(),
             )
@@ -376,21 +450,35 @@ impl Sink {
         validate_times(&token, saved_refresh, expires_in, now)?;
         Ok(token)
     }
+}
 
-    /// Deletes every output and the state file (`on_exit: remove`).
-    pub fn remove_all(&self) {
-        for t in self
-            .targets
-            .iter()
-            .chain(self.store.as_ref().map(|s| &s.file))
-        {
-            if let Err(e) = t.remove() {
-                if e.source.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %t.path().display(), error = %e, "could not remove an output on exit");
-                }
+/// The bytes of a sealed file if it is a regular file of our uid with mode 0600 (never waiting on a FIFO).
+fn read_own(file: &Target) -> Result<Vec<u8>, Refusal> {
+    let suspect = |s: String| Refusal::Suspect(s);
+    let dir = match file.open_dir(None) {
+        Ok(d) => d,
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => return Err(Refusal::Missing),
+        Err(e) => return Err(suspect(e.to_string())),
+    };
+    let (bytes, meta) =
+        match fsread::read_bounded_at(&dir, file.name(), file.path(), fsread::STATE_LIMIT) {
+            Ok(r) => r,
+            Err(ReadError::Open { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(Refusal::Missing)
             }
-        }
+            Err(e) => return Err(suspect(e.to_string())),
+        };
+    if meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err(suspect(format!(
+            "the state file is owned by uid {} with mode {:04o}; only a 0600 file of uid {} is trusted",
+            meta.uid(),
+            meta.mode() & 0o7777,
+            euid()
+        )));
     }
+    Ok(bytes)
 }
 
 /// The time checks of a saved token against the reference rules and `now`.
@@ -737,5 +825,80 @@ mod tests {
         let (_d, sink, file) = written(Duration::from_secs(3600));
         std::os::unix::fs::chown(&file, Some(65532), Some(65532)).unwrap();
         assert!(matches!(refused(&sink), Refusal::Suspect(w) if w.contains("owned by uid 65532")));
+    }
+
+    fn cached(fetched_at: SystemTime) -> Cached {
+        let issuer = crate::token::discovery::Issuer::parse("https://idp.example/r").unwrap();
+        let source =
+            url::Url::parse("https://idp.example/r/.well-known/openid-configuration").unwrap();
+        let body =
+            br#"{"issuer":"https://idp.example/r","token_endpoint":"https://idp.example/r/token"}"#;
+        Cached {
+            document: crate::token::discovery::Document::parse(body, &issuer, &source).unwrap(),
+            fetched_at: fetched_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        }
+    }
+
+    #[test]
+    fn a_discovery_document_is_sealed_apart_and_adopted_only_under_the_same_rules() {
+        let (d, sink, token_file) = written(Duration::from_secs(3600));
+        let file = d.path().join("state/svc.discovery.tv-state");
+        assert_eq!(discovery_file_for(&token_file), file);
+        assert_eq!(sink.check_discovery(now()), Err(Refusal::Missing));
+        let c = cached(now());
+        sink.save_discovery(&c).unwrap();
+        assert_eq!(sink.check_discovery(now()).unwrap(), c);
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, euid()));
+        // The token's record is untouched and still adopted.
+        assert!(sink.check_warm(now()).is_ok());
+
+        let k = key(d.path());
+        let record = serde_json::to_vec(&c).unwrap();
+        let put = |bytes: Vec<u8>| {
+            let _ = std::fs::remove_file(&file);
+            std::fs::write(&file, bytes).unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        };
+        // Sealed as a token record (other magic), with another key, or for other settings: refused.
+        for sealed in [
+            seal(&k, "fp", &record),
+            seal_as(
+                DISCOVERY_MAGIC,
+                &hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]),
+                "fp",
+                &record,
+            ),
+            seal_as(DISCOVERY_MAGIC, &k, "other-fp", &record),
+        ] {
+            put(sealed);
+            assert!(
+                matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("MAC"))
+            );
+        }
+        // Fetched in the future: refused; within the skew allowance: fine.
+        put(seal_as(
+            DISCOVERY_MAGIC,
+            &k,
+            "fp",
+            &serde_json::to_vec(&cached(now() + Duration::from_secs(60))).unwrap(),
+        ));
+        assert!(
+            matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("future"))
+        );
+        put(seal_as(DISCOVERY_MAGIC, &k, "fp", &record));
+        assert!(sink.check_discovery(now()).is_ok());
+        // A file that is not 0600 is not trusted.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert!(
+            matches!(sink.check_discovery(now()), Err(Refusal::Suspect(w)) if w.contains("0600"))
+        );
+        sink.remove_all();
+        assert!(!file.exists());
     }
 }

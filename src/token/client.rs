@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use super::auth::{AuthError, ClientAuth, RequestContext, TokenRequest};
+use super::discovery::{self, choose_auth, Cached, DiscoveryError};
 use super::error::{
     chain, is_oauth_error, looks_like_html, redact, redirect_target, retry_after, status_error_to,
     transport_error, ErrorKind, FetchError,
@@ -40,6 +41,41 @@ pub struct TokenClient {
     spec: RequestSpec,
     /// The fingerprint of the credentials last sent, to notice a rotation.
     last_used: Mutex<Option<u64>>,
+    /// Set with `issuer:`: the endpoint (and the method, for `auto`) comes from the issuer's document.
+    discovery: Option<Discovering>,
+}
+
+/// The discovery side of a client: the issuer, and what the last good document said.
+struct Discovering {
+    config: crate::config::Discovery,
+    current: Mutex<Option<Resolved>>,
+    /// A document fetched since the owner last asked (`take_fetched`), to be saved in the warm-start state.
+    fetched: Mutex<Option<Cached>>,
+    /// The endpoint answered 404: fetch the document again before the next request.
+    moved: std::sync::atomic::AtomicBool,
+}
+
+/// Where and how to ask, as a document said.
+#[derive(Clone)]
+struct Resolved {
+    cached: Cached,
+    url: Url,
+    auth: ClientAuth,
+}
+
+fn discovery_error(e: DiscoveryError) -> FetchError {
+    let kind = if e.is_transient() {
+        ErrorKind::Discovery
+    } else {
+        ErrorKind::DiscoveryInvalid
+    };
+    let mut err = FetchError::new(kind, chain(&e));
+    err.retry_after = e.retry_after();
+    err
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for TokenClient {
@@ -71,6 +107,124 @@ impl TokenClient {
             http,
             spec,
             last_used: Mutex::new(None),
+            discovery: None,
+        }
+    }
+
+    /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
+    /// the issuer's URL and is not posted to).
+    pub fn discovering(mut self, discovery: Option<crate::config::Discovery>) -> Self {
+        self.discovery = discovery.map(|config| Discovering {
+            config,
+            current: Mutex::new(None),
+            fetched: Mutex::new(None),
+            moved: std::sync::atomic::AtomicBool::new(false),
+        });
+        self
+    }
+
+    /// Whether the endpoint comes from discovery.
+    pub fn discovers(&self) -> bool {
+        self.discovery.is_some()
+    }
+
+    /// Adopts a document kept by an earlier run, when it is for this issuer and its method choice still holds.
+    /// Used until a fresh one is fetched (at once if it is a day old, and kept if that fetch fails).
+    pub fn restore_discovery(&self, cached: Cached) {
+        let Some(d) = &self.discovery else { return };
+        if cached.document.issuer != d.config.issuer.as_str() {
+            tracing::info!(issuer = %d.config.issuer, "the saved discovery document is for another issuer; not used");
+            return;
+        }
+        match self.resolve(d, cached) {
+            Ok(r) => {
+                tracing::info!(issuer = %d.config.issuer, token_endpoint = %r.url, fetched_at = %crate::token::token::rfc3339(r.cached.fetched_at()), "using the discovery document saved by the previous run");
+                *lock(&d.current) = Some(r);
+            }
+            Err(e) => {
+                tracing::info!(issuer = %d.config.issuer, error = %chain(&e), "the saved discovery document is not usable; discovering again")
+            }
+        }
+    }
+
+    /// The discovered endpoint answered 404: it may have moved, so the next request fetches the document again
+    /// (and keeps this one if that fails).
+    fn endpoint_moved(&self) {
+        if let Some(d) = &self.discovery {
+            d.moved.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The discovered token endpoint in use, `None` before discovery (or without it).
+    pub fn discovered_endpoint(&self) -> Option<Url> {
+        let d = self.discovery.as_ref()?;
+        lock(&d.current).as_ref().map(|r| r.url.clone())
+    }
+
+    /// A document fetched since the last call, for the warm-start state.
+    pub fn take_fetched(&self) -> Option<Cached> {
+        self.discovery
+            .as_ref()
+            .and_then(|d| lock(&d.fetched).take())
+    }
+
+    fn resolve(&self, d: &Discovering, cached: Cached) -> Result<Resolved, DiscoveryError> {
+        let auth = if d.config.auto {
+            choose_auth(&self.spec.auth, &cached.document)?
+        } else {
+            self.spec.auth.clone()
+        };
+        Ok(Resolved {
+            url: cached.document.token_endpoint.clone(),
+            cached,
+            auth,
+        })
+    }
+
+    /// Where to post and how to authenticate: the configured endpoint, or the discovered one (fetched when there is
+    /// none yet or it is a day old; a failed refetch keeps the one in hand).
+    async fn endpoint(&self, now: SystemTime) -> Result<(Url, ClientAuth), FetchError> {
+        let Some(d) = &self.discovery else {
+            return Ok((self.spec.url.clone(), self.spec.auth.clone()));
+        };
+        let held = lock(&d.current).clone();
+        let moved = d.moved.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = &held {
+            if !moved && !r.cached.is_stale(now) {
+                return Ok((r.url.clone(), r.auth.clone()));
+            }
+        }
+        let fetched = discovery::fetch(&self.http, &d.config.issuer)
+            .await
+            .and_then(|document| {
+                let secs = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_secs());
+                self.resolve(
+                    d,
+                    Cached {
+                        document,
+                        fetched_at: secs,
+                    },
+                )
+            });
+        match (fetched, held) {
+            (Ok(r), held) => {
+                let changed = held
+                    .as_ref()
+                    .is_none_or(|h| h.url != r.url || h.auth.name() != r.auth.name());
+                if changed {
+                    tracing::info!(issuer = %d.config.issuer, source = %r.cached.document.source, token_endpoint = %r.url, auth_method = r.auth.name(), "discovered the token endpoint");
+                }
+                *lock(&d.fetched) = Some(r.cached.clone());
+                *lock(&d.current) = Some(r.clone());
+                Ok((r.url, r.auth))
+            }
+            (Err(e), Some(h)) => {
+                tracing::warn!(issuer = %d.config.issuer, error = %chain(&e), fetched_at = %crate::token::token::rfc3339(h.cached.fetched_at()), "could not refresh the discovery document; using the one in hand");
+                Ok((h.url, h.auth))
+            }
+            (Err(e), None) => Err(discovery_error(e)),
         }
     }
 
@@ -83,9 +237,19 @@ impl TokenClient {
     }
 
     /// The request as it would be sent now: credentials read fresh, the grant's and authentication's fields added.
+    /// With discovery, `fetch` sends it to the discovered endpoint (and, for `auto`, in the form picked) instead.
     pub fn request(&self, now: SystemTime) -> Result<TokenRequest, AuthError> {
+        self.request_to(&self.spec.url, &self.spec.auth, now)
+    }
+
+    fn request_to(
+        &self,
+        url: &Url,
+        auth: &ClientAuth,
+        now: SystemTime,
+    ) -> Result<TokenRequest, AuthError> {
         let ctx = RequestContext {
-            token_url: &self.spec.url,
+            token_url: url,
             now,
         };
         let mut req = TokenRequest::default();
@@ -93,17 +257,20 @@ impl TokenClient {
         for (k, v) in &self.spec.fields {
             req.field(k, v);
         }
-        self.spec.auth.apply(&mut req, &ctx)?;
+        auth.apply(&mut req, &ctx)?;
         Ok(req)
     }
 
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
     pub fn credentials_changed(&self) -> bool {
-        let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        match (
-            credentials_fingerprint(&self.spec.auth, &self.spec.grant),
-            last,
-        ) {
+        let last = *lock(&self.last_used);
+        // `auto` may have switched the form of the secret; the fingerprint is of the form that was sent.
+        let auth = self
+            .discovery
+            .as_ref()
+            .and_then(|d| lock(&d.current).as_ref().map(|r| r.auth.clone()))
+            .unwrap_or_else(|| self.spec.auth.clone());
+        match (credentials_fingerprint(&auth, &self.spec.grant), last) {
             (Ok(now), Some(last)) => now != last,
             _ => false,
         }
@@ -111,25 +278,30 @@ impl TokenClient {
 
     /// One token request. `issued_at` is taken before sending, so the token's times err on the early side.
     pub async fn fetch(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
-        let fingerprint = credentials_fingerprint(&self.spec.auth, &self.spec.grant)
+        let (url, auth) = self.endpoint(issued_at).await?;
+        let fingerprint =
+            credentials_fingerprint(&auth, &self.spec.grant).map_err(credentials_error)?;
+        let req = self
+            .request_to(&url, &auth, issued_at)
             .map_err(credentials_error)?;
-        let req = self.request(issued_at).map_err(credentials_error)?;
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
+        *lock(&self.last_used) = Some(fingerprint);
         let forms = req.redaction_forms();
-        self.send(&req, issued_at, &forms).await.map_err(|mut e| {
-            // A server may echo what it was sent; it must not reach our logs.
-            e.message = redact(&e.message, &forms);
-            e
-        })
+        self.send(&url, &req, issued_at, &forms)
+            .await
+            .map_err(|mut e| {
+                // A server may echo what it was sent; it must not reach our logs.
+                e.message = redact(&e.message, &forms);
+                e
+            })
     }
 
     async fn send(
         &self,
+        url: &Url,
         req: &TokenRequest,
         issued_at: SystemTime,
         forms: &[String],
     ) -> Result<Token, FetchError> {
-        let url = &self.spec.url;
         let mut out = self
             .http
             .post(url.clone())
@@ -156,7 +328,7 @@ impl TokenClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
-        let body = self.read_body(&mut resp).await.map_err(|mut e| {
+        let body = self.read_body(url, &mut resp).await.map_err(|mut e| {
             e.retry_after = retry_after;
             e
         })?;
@@ -170,13 +342,19 @@ impl TokenClient {
             return parse_token_response(&body, issued_at, self.spec.default_lifetime)
                 .map_err(|e| FetchError::new(e.kind(), format!("token endpoint {url}: {e}")));
         }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            self.endpoint_moved();
+        }
         let mut err = status_error_to(url, status, &body, is_html, forms, location.as_deref());
         err.retry_after = retry_after;
         Err(err)
     }
 
-    async fn read_body(&self, resp: &mut reqwest::Response) -> Result<Vec<u8>, FetchError> {
-        let url = &self.spec.url;
+    async fn read_body(
+        &self,
+        url: &Url,
+        resp: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
         let too_large = || {
             FetchError::new(
                 ErrorKind::ResponseTooLarge,
@@ -285,5 +463,130 @@ mod tests {
             .unwrap()
             .body()
             .ends_with("&tenant=x+y&client_id=i+d&client_secret=p%2Bw"));
+    }
+
+    /// A loopback server whose answers (by path) can change between requests; records the paths asked for.
+    #[derive(Clone, Default)]
+    struct Routes(std::sync::Arc<Mutex<(Vec<Route>, Vec<String>)>>);
+
+    /// Path, status, body.
+    type Route = (String, u16, String);
+
+    impl Routes {
+        fn set(&self, path: &str, status: u16, body: &str) {
+            let mut g = self.0.lock().unwrap();
+            g.0.retain(|(p, ..)| p != path);
+            g.0.push((path.into(), status, body.into()));
+        }
+        fn take_seen(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap().1)
+        }
+    }
+
+    async fn serve(routes: Routes) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut n = 0;
+                    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                        match s.read(&mut buf[n..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => n += k,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (status, body) = {
+                        let mut g = routes.0.lock().unwrap();
+                        g.1.push(path.clone());
+                        g.0.iter()
+                            .find(|(p, ..)| *p == path)
+                            .map(|(_, st, b)| (*st, b.clone()))
+                            .unwrap_or((404, "{}".into()))
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_discovered_endpoint_is_kept_for_a_day_kept_when_a_refetch_fails_and_refetched_after_a_404(
+    ) {
+        let routes = Routes::default();
+        let addr = serve(routes.clone()).await;
+        let issuer = format!("http://{addr}/r");
+        let wk = "/r/.well-known/openid-configuration";
+        let good_doc =
+            format!(r#"{{"issuer":"{issuer}","token_endpoint":"http://{addr}/r/token"}}"#);
+        routes.set(wk, 200, &good_doc);
+        routes.set(
+            "/r/token",
+            200,
+            r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300}"#,
+        );
+        let discovery = || {
+            Some(crate::config::Discovery {
+                issuer: discovery::Issuer::parse(&issuer).unwrap(),
+                auto: false,
+            })
+        };
+        let c = client(ClientAuth::SecretPost {
+            client_id: CredentialSource::inline("c".into()),
+            client_secret: CredentialSource::inline("s".into()),
+        })
+        .discovering(discovery());
+        let t0 = SystemTime::now();
+        let h = Duration::from_secs(3600);
+
+        c.fetch(t0).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        let saved = c.take_fetched().expect("a document to save");
+        assert_eq!(saved.document.token_endpoint.path(), "/r/token");
+        assert!(c.take_fetched().is_none());
+
+        // Within a day: no discovery request.
+        c.fetch(t0 + 23 * h).await.unwrap();
+        assert_eq!(routes.take_seen(), ["/r/token"]);
+
+        // A day on, the IdP's discovery is failing: the document in hand is used, nothing new to save.
+        routes.set(wk, 503, "{}");
+        c.fetch(t0 + 25 * h).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        assert!(c.take_fetched().is_none());
+
+        // The endpoint answers 404: the next request fetches the document first, even within the day.
+        routes.set(wk, 200, &good_doc);
+        let t1 = t0 + 25 * h;
+        c.fetch(t1).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+        routes.set("/r/token", 404, "{}");
+        assert!(c.fetch(t1).await.is_err());
+        assert_eq!(routes.take_seen(), ["/r/token"]);
+        routes.set(
+            "/r/token",
+            200,
+            r#"{"access_token":"at-2","token_type":"Bearer","expires_in":300}"#,
+        );
+        c.fetch(t1).await.unwrap();
+        assert_eq!(routes.take_seen(), [wk, "/r/token"]);
+
+        // Without a document in hand, a discovery failure is the request's error, transient for a 503.
+        let fresh = client(ClientAuth::None { client_id: None }).discovering(discovery());
+        routes.set(wk, 503, "{}");
+        let e = fresh.fetch(t1).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Discovery, "{e}");
+        assert!(!e.kind.is_permanent());
     }
 }

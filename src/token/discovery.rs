@@ -1,12 +1,14 @@
 //! OIDC discovery and RFC 8414 metadata: where an issuer's token endpoint is, checked against the configured issuer, and which client authentication to use.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::{ACCEPT, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
+
+use super::auth::ClientAuth;
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
@@ -121,8 +123,16 @@ impl Document {
                 url: source.to_string(),
             });
         }
-        let raw: RawDocument = serde_json::from_slice(body)
-            .map_err(|e| bad(format!("not a JSON metadata document: {e}")))?;
+        let raw: RawDocument = serde_json::from_slice(body).map_err(|e| match e.classify() {
+            // Not JSON at all: typically a proxy's or a starting server's page, which may pass.
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                DiscoveryError::NotJson {
+                    url: source.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => bad(format!("not a JSON metadata document: {e}")),
+        })?;
         let found = raw.issuer.ok_or_else(|| bad("it has no `issuer`".into()))?;
         if found != issuer.as_str() {
             return Err(DiscoveryError::IssuerMismatch {
@@ -253,6 +263,88 @@ pub fn pick_auth_method(
         })
 }
 
+/// How long a discovered document is used before it is fetched again (a failed refetch keeps the old one).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// A checked document and when it was fetched: what the warm-start state keeps so that a restart while the
+/// identity provider is down still knows the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cached {
+    pub document: Document,
+    /// Seconds since the Unix epoch.
+    pub fetched_at: u64,
+}
+
+impl Cached {
+    pub fn fetched_at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(self.fetched_at)
+    }
+
+    /// Due for a refetch at `now`: a day old, or fetched "in the future" (the clock was set back).
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        match now.duration_since(self.fetched_at()) {
+            Ok(age) => age >= REFRESH_EVERY,
+            Err(_) => true,
+        }
+    }
+}
+
+/// For `auth_method: auto`: the configured credentials in the form the document supports best
+/// (`pick_auth_method`); a secret moves between Basic and post, a key or assertion file stays as it is.
+pub fn choose_auth(configured: &ClientAuth, doc: &Document) -> Result<ClientAuth, DiscoveryError> {
+    let (have, secret) = match configured {
+        ClientAuth::SecretBasic {
+            client_id,
+            client_secret,
+        }
+        | ClientAuth::SecretBasicRaw {
+            client_id,
+            client_secret,
+        }
+        | ClientAuth::SecretPost {
+            client_id,
+            client_secret,
+        } => (
+            Configured {
+                secret: true,
+                ..Configured::default()
+            },
+            Some((client_id, client_secret)),
+        ),
+        ClientAuth::PrivateKeyJwt(_) => (
+            Configured {
+                private_key: true,
+                ..Configured::default()
+            },
+            None,
+        ),
+        ClientAuth::ClientAssertionFile { .. } => (
+            Configured {
+                assertion_file: true,
+                ..Configured::default()
+            },
+            None,
+        ),
+        ClientAuth::None { .. } => (Configured::default(), None),
+    };
+    let picked = pick_auth_method(&doc.token_endpoint_auth_methods_supported, have)?;
+    Ok(match (picked, secret) {
+        (PickedMethod::ClientSecretBasic, Some((client_id, client_secret))) => {
+            ClientAuth::SecretBasic {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            }
+        }
+        (PickedMethod::ClientSecretPost, Some((client_id, client_secret))) => {
+            ClientAuth::SecretPost {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            }
+        }
+        _ => configured.clone(),
+    })
+}
+
 /// Why discovery failed. `is_transient` says whether asking again later with the usual backoff can help.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -274,6 +366,8 @@ pub enum DiscoveryError {
     NotFound { tried: [String; 2] },
     #[error("the metadata document at {url} is larger than {} KiB; refused", MAX_DOCUMENT_BYTES / 1024)]
     TooLarge { url: String },
+    #[error("the answer from {url} is not JSON ({reason}); is something in front of the identity provider?")]
+    NotJson { url: String, reason: String },
     #[error("the metadata document at {url} is unusable: {reason}")]
     BadDocument { url: String, reason: String },
     #[error("the metadata document at {url} is for issuer {found:?}, not the configured {configured:?}; set `issuer` to exactly the document's value")]
@@ -290,10 +384,13 @@ pub enum DiscoveryError {
 }
 
 impl DiscoveryError {
-    /// Network trouble, 5xx, 429, 408 and an oversized answer (often a proxy page) may pass; the rest needs a config or server change.
+    /// Network trouble, 5xx, 429, 408, and an oversized or non-JSON answer (often a proxy page) may pass; the rest
+    /// needs a config or server change.
     pub fn is_transient(&self) -> bool {
         match self {
-            DiscoveryError::Network { .. } | DiscoveryError::TooLarge { .. } => true,
+            DiscoveryError::Network { .. }
+            | DiscoveryError::TooLarge { .. }
+            | DiscoveryError::NotJson { .. } => true,
             DiscoveryError::Status { status, .. } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
@@ -338,6 +435,7 @@ async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>
     let mut resp = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
+        .header(USER_AGENT, super::http::USER_AGENT_VALUE)
         .send()
         .await
         .map_err(network)?;
@@ -540,10 +638,14 @@ mod tests {
     }
 
     #[test]
-    fn unusable_documents_are_permanent_errors_that_say_why() {
+    fn unusable_documents_are_permanent_errors_that_say_why_but_non_json_may_pass() {
         let iss = issuer("https://idp.example");
+        for body in ["<html>login</html>", "", "{\"issuer\":"] {
+            let err = Document::parse(body.as_bytes(), &iss, &src()).unwrap_err();
+            assert!(matches!(err, DiscoveryError::NotJson { .. }), "{err}");
+            assert!(err.is_transient(), "{err}");
+        }
         for (body, why) in [
-            ("<html>login</html>".to_string(), "not a JSON"),
             ("[]".to_string(), "not a JSON"),
             (
                 r#"{"token_endpoint":"https://idp.example/t"}"#.to_string(),
@@ -905,5 +1007,83 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, DiscoveryError::Network { .. }), "{err:?}");
         assert!(err.is_transient());
+    }
+
+    #[test]
+    fn a_cached_document_is_refetched_after_a_day_or_when_the_clock_went_back() {
+        let d = Document::parse(
+            doc("https://idp.example", "").as_bytes(),
+            &issuer("https://idp.example"),
+            &src(),
+        )
+        .unwrap();
+        let c = Cached {
+            document: d,
+            fetched_at: 1_000_000,
+        };
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(!c.is_stale(at(1_000_000)));
+        assert!(!c.is_stale(at(1_000_000 + 86_399)));
+        assert!(c.is_stale(at(1_000_000 + 86_400)));
+        assert!(c.is_stale(at(999_999)));
+    }
+
+    #[test]
+    fn auto_moves_a_secret_between_basic_and_post_and_keeps_keys() {
+        use crate::credentials::CredentialSource;
+        let id = || CredentialSource::inline("c".into());
+        let basic = ClientAuth::SecretBasic {
+            client_id: id(),
+            client_secret: id(),
+        };
+        let with = |m: &str| {
+            Document::parse(
+                doc(
+                    "https://idp.example",
+                    &format!(r#","token_endpoint_auth_methods_supported":{m}"#),
+                )
+                .as_bytes(),
+                &issuer("https://idp.example"),
+                &src(),
+            )
+            .unwrap()
+        };
+        let plain = Document::parse(
+            doc("https://idp.example", "").as_bytes(),
+            &issuer("https://idp.example"),
+            &src(),
+        )
+        .unwrap();
+        assert_eq!(
+            choose_auth(&basic, &plain).unwrap().name(),
+            "client_secret_basic"
+        );
+        assert_eq!(
+            choose_auth(&basic, &with(r#"["client_secret_post","private_key_jwt"]"#))
+                .unwrap()
+                .name(),
+            "client_secret_post"
+        );
+        assert_eq!(
+            choose_auth(
+                &basic,
+                &with(r#"["client_secret_post","client_secret_basic"]"#)
+            )
+            .unwrap()
+            .name(),
+            "client_secret_basic"
+        );
+        let err = choose_auth(&basic, &with(r#"["private_key_jwt"]"#)).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("[private_key_jwt]"), "{err}");
+        let file = ClientAuth::ClientAssertionFile {
+            client_id: id(),
+            path: "/sa".into(),
+        };
+        assert_eq!(
+            choose_auth(&file, &with(r#"["private_key_jwt"]"#)).unwrap(),
+            file
+        );
+        assert!(choose_auth(&file, &plain).is_err());
     }
 }

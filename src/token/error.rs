@@ -32,11 +32,15 @@ pub enum ErrorKind {
     Redirect,
     Credentials,
     OutputWrite,
+    /// The issuer's discovery document could not be had now (unreachable, 5xx, not JSON, too large): retried.
+    Discovery,
+    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, no common method).
+    DiscoveryInvalid,
 }
 
 impl ErrorKind {
     /// Every kind, so each labelled error counter can be exported at zero from the start.
-    pub const ALL: [ErrorKind; 20] = {
+    pub const ALL: [ErrorKind; 22] = {
         use ErrorKind::*;
         [
             Network,
@@ -59,6 +63,8 @@ impl ErrorKind {
             Redirect,
             Credentials,
             OutputWrite,
+            Discovery,
+            DiscoveryInvalid,
         ]
     };
 
@@ -85,6 +91,8 @@ impl ErrorKind {
             Redirect => "redirect",
             Credentials => "credentials",
             OutputWrite => "output_write",
+            Discovery => "discovery",
+            DiscoveryInvalid => "discovery_invalid",
         }
     }
 
@@ -105,6 +113,7 @@ impl ErrorKind {
                 | ClientError
                 | Redirect
                 | Credentials
+                | DiscoveryInvalid
         )
     }
 }
