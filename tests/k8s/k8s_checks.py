@@ -13,6 +13,10 @@ Python stdlib + PyYAML + jsonschema (both in .tools/venv). Subcommands:
                                     OUTDIR with dummy credential files; prints the config paths
   equiv CHART KUSTOMIZE             the kustomize rendering is the chart's (pod specs, config)
   readme CHART_DIR                  the README values table lists every key of values.yaml
+  expect RENDERED K=V|K~RE ...      the single token of the rendered config has these keys (sa_audience:
+                                    the projected token's audience; no_secret=1: no client secret
+                                    anywhere; no_client_id=1: no client id; sa_audience_is_provider=1:
+                                    the projected audience is the STS audience with https:)
 
 Every failure is printed as "FAIL <what>: <why>"; the exit status is 1 if any.
 """
@@ -870,6 +874,44 @@ def cmd_readme(args):
     return finish(f"README values table covers all {len(leaf_keys(values))} keys")
 
 
+def cmd_expect(args):
+    docs = load_docs(args.rendered)
+    cm = next((d for d in docs if d.get("kind") == "ConfigMap" and "config.yaml" in (d.get("data") or {})), None)
+    if cm is None:
+        fail(args.rendered, "no ConfigMap with a config.yaml")
+        return finish("")
+    tokens = yaml.safe_load(cm["data"]["config.yaml"]).get("tokens") or []
+    if len(tokens) != 1:
+        fail(args.rendered, f"{len(tokens)} tokens, want 1")
+        return finish("")
+    t = dict(tokens[0])
+    sa = [src["serviceAccountToken"] for d in docs for _, pod, _ in workloads([d])
+          for v in pod.get("volumes") or [] for src in (v.get("projected") or {}).get("sources") or []
+          if "serviceAccountToken" in src]
+    t["sa_audience"] = sa[0].get("audience") if sa else None
+    for e in args.expect:
+        m = re.fullmatch(r"([a-z_]+)(=|~)(.*)", e)
+        key, op, want = m.groups()
+        if key == "no_secret":
+            found = [k for k in t if "secret" in k] + [d["metadata"]["name"] for d in docs
+                                                       if d.get("kind") == "Secret" and any(
+                                                           "secret" in k for k in (d.get("stringData") or {}))]
+            if found:
+                fail(args.rendered, f"a client secret is configured or rendered: {found}")
+        elif key == "no_client_id":
+            if any(k.startswith("client_id") for k in t):
+                fail(args.rendered, "the token has a client id")
+        elif key == "sa_audience_is_provider":
+            if t["sa_audience"] != "https:" + str(t.get("audience")):
+                fail(args.rendered, f"projected token audience {t['sa_audience']!r} is not https: + the STS "
+                                    f"audience {t.get('audience')!r} (the provider's default allowed audience)")
+        elif op == "=" and str(t.get(key)) != want:
+            fail(args.rendered, f"{key} is {t.get(key)!r}, want {want!r}")
+        elif op == "~" and not re.search(want, str(t.get(key) or "")):
+            fail(args.rendered, f"{key} {t.get(key)!r} does not match /{want}/")
+    return finish(f"the rendered token has {', '.join(args.expect)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -906,6 +948,10 @@ def main():
     p.add_argument("chart")
     p.add_argument("kustomize")
     p.set_defaults(fn=cmd_equiv)
+    p = sub.add_parser("expect")
+    p.add_argument("rendered")
+    p.add_argument("expect", nargs="+")
+    p.set_defaults(fn=cmd_expect)
     p = sub.add_parser("readme")
     p.add_argument("chart_dir")
     p.set_defaults(fn=cmd_readme)
