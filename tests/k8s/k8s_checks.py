@@ -461,6 +461,8 @@ def check_pod(docs, doc, pod, mode, defaults):
             m = mount_for(sidecar, p)
             if m is None or m["name"] not in volumes:
                 fail(where, f"token {tname}: {k} {p} is on no volume mount of the sidecar")
+            elif not m.get("readOnly"):
+                fail(where, f"token {tname}: {k} {p} is on a read-write mount ({m['name']}): an assertion the sidecar could overwrite")
             elif p == DEFAULT_SA_TOKEN and m["name"] not in sa_vols:
                 fail(where, f"token {tname}: {k} {p} is not on the projected service-account token volume")
             elif m["name"] in sa_vols and os.path.relpath(p, m["mountPath"]) != "token":
