@@ -13,6 +13,10 @@ Python stdlib + PyYAML + jsonschema (both in .tools/venv). Subcommands:
                                     OUTDIR with dummy credential files; prints the config paths
   equiv CHART KUSTOMIZE             the kustomize rendering is the chart's (pod specs, config)
   readme CHART_DIR                  the README values table lists every key of values.yaml
+  expect RENDERED K=V|K~RE ...      the single token of the rendered config has these keys (sa_audience:
+                                    the projected token's audience; no_secret=1: no client secret
+                                    anywhere; no_client_id=1: no client id; sa_audience_is_provider=1:
+                                    the projected audience is the STS audience with https:)
 
 Every failure is printed as "FAIL <what>: <why>"; the exit status is 1 if any.
 """
@@ -33,6 +37,9 @@ CRD_GROUPS = ("monitoring.coreos.com/",)
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod")
 CREDENTIAL_ENV = re.compile(r"(?i)(secret|password|passwd|client_id|clientid|credential)")
 CREDENTIAL_CONFIG_KEYS = ("client_id", "client_secret", "client_id_env", "client_secret_env")
+CREDENTIAL_FILE_KEYS = ("client_id_file", "client_secret_file", "private_key_file", "certificate_file")
+SECRET_METHODS = ("client_secret_basic", "client_secret_basic_raw", "client_secret_post")
+DEFAULT_SA_TOKEN = "/var/run/secrets/token-vendor/token"
 
 FAILURES = []
 
@@ -404,16 +411,24 @@ def check_pod(docs, doc, pod, mode, defaults):
         return
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
     tokens = cfg.get("tokens") or []
+    cred_vols = set()
     token_mounts = set()
     for t in tokens:
         tname = t.get("name")
         for k in CREDENTIAL_CONFIG_KEYS:
             if k in t:
                 fail(where, f"token {tname}: config has {k} (credentials must come from Secret files)")
-        for k in ("client_id_file", "client_secret_file"):
+        method = t.get("auth_method", "client_secret_basic")
+        required = {"client_id_file"} if method != "none" else set()
+        if method in SECRET_METHODS:
+            required.add("client_secret_file")
+        if method == "private_key_jwt":
+            required.add("private_key_file")
+        for k in CREDENTIAL_FILE_KEYS:
             p = t.get(k)
             if not p:
-                fail(where, f"token {tname}: no {k}")
+                if k in required:
+                    fail(where, f"token {tname}: no {k} (auth_method {method})")
                 continue
             m = mount_for(sidecar, p)
             vol = volumes.get((m or {}).get("name"), {})
@@ -431,6 +446,27 @@ def check_pod(docs, doc, pod, mode, defaults):
             keys = secret_keys(docs, vol["secret"]["secretName"])
             if keys is not None and key not in keys:
                 fail(where, f"token {tname}: Secret {vol['secret']['secretName']} has no key {key}")
+            cred_vols.add(m["name"])
+            if not m.get("readOnly"):
+                fail(where, f"token {tname}: {k} is on a read-write mount ({m['name']})")
+            mode = next((i.get("mode") for i in items or [] if i.get("path") == rel), None)
+            mode = vol["secret"].get("defaultMode", 0o644) if mode is None else mode
+            if mode & 0o002 or (k == "private_key_file" and "fsGroup" in psc and mode & 0o007):
+                fail(where, f"token {tname}: {k} has mode {mode:o}: a private key is never readable by others")
+        # The projected token (client assertion, subject token): the sidecar's read-only projected mount.
+        for k in ("client_assertion_file", "subject_token_file"):
+            p = t.get(k)
+            if not p:
+                continue
+            m = mount_for(sidecar, p)
+            if m is None or m["name"] not in volumes:
+                fail(where, f"token {tname}: {k} {p} is on no volume mount of the sidecar")
+            elif not m.get("readOnly"):
+                fail(where, f"token {tname}: {k} {p} is on a read-write mount ({m['name']}): an assertion the sidecar could overwrite")
+            elif p == DEFAULT_SA_TOKEN and m["name"] not in sa_vols:
+                fail(where, f"token {tname}: {k} {p} is not on the projected service-account token volume")
+            elif m["name"] in sa_vols and os.path.relpath(p, m["mountPath"]) != "token":
+                fail(where, f"token {tname}: {k} {p} is not the projected token's file (token)")
         for k in ("ca_file", "client_cert_file", "client_key_file"):
             p = (t.get("http") or {}).get(k)
             if p and (mount_for(sidecar, p) is None or mount_for(sidecar, p)["name"] not in volumes):
@@ -457,6 +493,12 @@ def check_pod(docs, doc, pod, mode, defaults):
                     fail(where, f"token {tname}: output {p} mode {mode_s}: want group-readable, not world-accessible")
             if fsgroup is not None and o.get("gid") != fsgroup:
                 fail(where, f"token {tname}: output {p} gid {o.get('gid')!r} is not the pod's fsGroup {fsgroup}")
+
+    # Credentials (client secret, private key, certificate) reach the sidecar only.
+    for c in inits + mains:
+        for m in c.get("volumeMounts") or []:
+            if m["name"] in cred_vols and not is_tv(c):
+                fail(where, f"container {c['name']} mounts the credentials volume {m['name']} (sidecar only)")
 
     # The app containers mount the token volume read-only.
     apps = [c for c in mains if not is_tv(c)]
@@ -655,20 +697,54 @@ def rewrite_paths(obj, root):
 
 
 _PEM = {}
+PEM_KINDS = {"ec256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+             "ec384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+             "rsa": ["-newkey", "rsa:2048"]}
 
 
-def test_pem(workdir):
-    """A throwaway self-signed certificate and key (openssl), for *_file options that `check` parses."""
-    if not _PEM:
+def test_pem(workdir, kind="ec256"):
+    """A throwaway self-signed certificate and its PKCS#8 key (openssl), for *_file options that `check`
+    parses; kind: ec256, ec384 or rsa."""
+    if kind not in _PEM:
         import subprocess
-        d = os.path.join(workdir, ".pem")
+        d = os.path.join(workdir, ".pem", kind)
         os.makedirs(d, exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        subprocess.run(["openssl", "req", "-x509", *PEM_KINDS[kind],
                         "-nodes", "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "1",
                         "-subj", "/CN=token-vendor-test"], check=True, capture_output=True)
-        _PEM["cert"] = open(f"{d}/cert.pem", "rb").read()
-        _PEM["key"] = open(f"{d}/key.pem", "rb").read()
-    return _PEM
+        _PEM[kind] = {"cert": open(f"{d}/cert.pem", "rb").read(), "key": open(f"{d}/key.pem", "rb").read()}
+    return _PEM[kind]
+
+
+def pem_kind(alg):
+    """The test key type that `alg` signs with (no alg: an EC P-256 key, whose default is ES256)."""
+    return {"RS256": "rsa", "PS256": "rsa", "ES384": "ec384"}.get(alg or "", "ec256")
+
+
+def test_jwt():
+    """A JWT-shaped assertion / subject token valid for an hour (check reads its exp, not its signature)."""
+    import time
+
+    def b64(o):
+        return base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+    now = int(time.time())
+    return f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{b64({'iss': 'https://k8s.test', 'sub': 'system:serviceaccount:ns:sa', 'aud': 'x', 'iat': now, 'exp': now + 3600})}.c2ln"
+
+
+def write_token_files(t, out):
+    """Throwaway contents for a rewritten token's key, certificate and assertion files (not the
+    client id/secret: the callers write those)."""
+    kind = pem_kind(t.get("alg"))
+    files = {"private_key_file": test_pem(out, kind)["key"], "certificate_file": test_pem(out, kind)["cert"]}
+    jwt = test_jwt().encode()
+    files["client_assertion_file"] = jwt
+    files["subject_token_file"] = jwt
+    for k, content in files.items():
+        p = t.get(k)
+        if isinstance(p, str) and p.startswith(out):
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(content)
 
 
 def cmd_configs(args):
@@ -695,6 +771,7 @@ def cmd_configs(args):
                     os.makedirs(os.path.dirname(http[k]), exist_ok=True)
                     with open(http[k], "wb") as f:
                         f.write(test_pem(out)[pem])
+            write_token_files(t, out)
         # In a pod only the token volume's root exists (an emptyDir); the per-token
         # directories below it are token-vendor's to create.
         os.makedirs(root + args.token_root, exist_ok=True)
@@ -799,6 +876,44 @@ def cmd_readme(args):
     return finish(f"README values table covers all {len(leaf_keys(values))} keys")
 
 
+def cmd_expect(args):
+    docs = load_docs(args.rendered)
+    cm = next((d for d in docs if d.get("kind") == "ConfigMap" and "config.yaml" in (d.get("data") or {})), None)
+    if cm is None:
+        fail(args.rendered, "no ConfigMap with a config.yaml")
+        return finish("")
+    tokens = yaml.safe_load(cm["data"]["config.yaml"]).get("tokens") or []
+    if len(tokens) != 1:
+        fail(args.rendered, f"{len(tokens)} tokens, want 1")
+        return finish("")
+    t = dict(tokens[0])
+    sa = [src["serviceAccountToken"] for d in docs for _, pod, _ in workloads([d])
+          for v in pod.get("volumes") or [] for src in (v.get("projected") or {}).get("sources") or []
+          if "serviceAccountToken" in src]
+    t["sa_audience"] = sa[0].get("audience") if sa else None
+    for e in args.expect:
+        m = re.fullmatch(r"([a-z_]+)(=|~)(.*)", e)
+        key, op, want = m.groups()
+        if key == "no_secret":
+            found = [k for k in t if "secret" in k] + [d["metadata"]["name"] for d in docs
+                                                       if d.get("kind") == "Secret" and any(
+                                                           "secret" in k for k in (d.get("stringData") or {}))]
+            if found:
+                fail(args.rendered, f"a client secret is configured or rendered: {found}")
+        elif key == "no_client_id":
+            if any(k.startswith("client_id") for k in t):
+                fail(args.rendered, "the token has a client id")
+        elif key == "sa_audience_is_provider":
+            if t["sa_audience"] != "https:" + str(t.get("audience")):
+                fail(args.rendered, f"projected token audience {t['sa_audience']!r} is not https: + the STS "
+                                    f"audience {t.get('audience')!r} (the provider's default allowed audience)")
+        elif op == "=" and str(t.get(key)) != want:
+            fail(args.rendered, f"{key} is {t.get(key)!r}, want {want!r}")
+        elif op == "~" and not re.search(want, str(t.get(key) or "")):
+            fail(args.rendered, f"{key} {t.get(key)!r} does not match /{want}/")
+    return finish(f"the rendered token has {', '.join(args.expect)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -835,6 +950,10 @@ def main():
     p.add_argument("chart")
     p.add_argument("kustomize")
     p.set_defaults(fn=cmd_equiv)
+    p = sub.add_parser("expect")
+    p.add_argument("rendered")
+    p.add_argument("expect", nargs="+")
+    p.set_defaults(fn=cmd_expect)
     p = sub.add_parser("readme")
     p.add_argument("chart_dir")
     p.set_defaults(fn=cmd_readme)

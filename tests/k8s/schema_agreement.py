@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The chart and `token-vendor check` agree on every value in TABLE (scripts/validate-k8s).
 
-  schema_agreement.py CHART_DIR BINARY WORKDIR
+  schema_agreement.py CHART_DIR BINARY WORKDIR     (VERBOSE=1: each side's reason for a refusal)
 
 For each row, the chart's values are tests/k8s/tokens-values.yaml with the row's changes:
   chart  `helm template` with values.schema.json and the template guards: accepted or refused;
@@ -43,11 +43,33 @@ DELETE = object()
 TOKEN_ROOT = "/var/run/tokens"
 
 
-def row(rid, changes, expect, known=None, cfg=None):
+def row(rid, changes, expect, known=None, cfg=None, group=None):
     """changes: [(values path, value)]; expect: 'ok' or 'refused' (the chart's verdict);
-    cfg: explicit config changes [(config path, value)] where the mapping is not 1:1."""
-    return {"id": rid, "changes": changes, "expect": expect, "known": known, "cfg": cfg}
+    cfg: explicit config changes [(config path, value)] where the mapping is not 1:1;
+    group: (values changes, config changes) of a method or grant switch, applied before changes
+    (whose own mapping is still automatic)."""
+    pre_values, pre_cfg = group or ([], [])
+    return {"id": rid, "changes": list(pre_values) + changes, "expect": expect, "known": known, "cfg": cfg,
+            "pre_cfg": list(pre_cfg), "skip": len(pre_values)}
 
+
+
+CRED = "/var/run/secrets/token-vendor-credentials/example"
+SA = "/var/run/secrets/token-vendor/token"
+SA_ON = ("serviceAccountToken", {"enabled": True, "audience": "api://AzureADTokenExchange", "expirationSeconds": 3600})
+# Sentinels replaced by throwaway PEMs at run time (materialize): PEM:<ec256|ec384|rsa>:<key|cert|pkcs1>.
+JWT = ([("tokens.0.authMethod", "private_key_jwt"), ("tokens.0.clientSecret", DELETE),
+        ("tokens.0.privateKey", "PEM:ec256:key")],
+       [("tokens.0.auth_method", "private_key_jwt"), ("tokens.0.client_secret_file", DELETE),
+        ("tokens.0.private_key_file", f"{CRED}/private_key")])
+ASSERTION = ([SA_ON, ("tokens.0.authMethod", "client_assertion_file"), ("tokens.0.clientSecret", DELETE)],
+             [("tokens.0.auth_method", "client_assertion_file"), ("tokens.0.client_secret_file", DELETE),
+              ("tokens.0.client_assertion_file", SA)])
+EXCHANGE = ([SA_ON, ("tokens.0.grant", "token_exchange"), ("tokens.0.authMethod", "none"),
+             ("tokens.0.clientId", DELETE), ("tokens.0.clientSecret", DELETE)],
+            [("tokens.0.grant", "token_exchange"), ("tokens.0.subject_token_file", SA),
+             ("tokens.0.auth_method", "none"), ("tokens.0.client_id_file", DELETE),
+             ("tokens.0.client_secret_file", DELETE)])
 
 M = "tokens.0.outputs.0.mode"
 U = "tokens.0.tokenUrl"
@@ -111,6 +133,88 @@ TABLE = [
     row("clientSecret with + / % : & =", [("tokens.0.clientSecret", "s3cr3t+/%:&=")], "ok"),
     row("clientSecret of one newline", [("tokens.0.clientSecret", "\n")], "refused"),
     row("clientId empty", [("tokens.0.clientId", "")], "refused"),
+    # private_key_jwt: the key (and certificate) from the Secret, alg, kid, assertion audience and lifetime.
+    row("private_key_jwt ES256", [("tokens.0.alg", "ES256")], "ok", group=JWT),
+    row("private_key_jwt without alg (EC key: ES256)", [], "ok", group=JWT),
+    row("private_key_jwt RS256 (RSA key)", [("tokens.0.privateKey", "PEM:rsa:key"), ("tokens.0.alg", "RS256")], "ok", group=JWT),
+    row("private_key_jwt PS256 (RSA key)", [("tokens.0.privateKey", "PEM:rsa:key"), ("tokens.0.alg", "PS256")], "ok", group=JWT),
+    row("private_key_jwt ES384 (P-384 key)", [("tokens.0.privateKey", "PEM:ec384:key"), ("tokens.0.alg", "ES384")], "ok", group=JWT),
+    row("alg HS256 (unknown)", [("tokens.0.alg", "HS256")], "refused", group=JWT),
+    row("alg es256 (lower case)", [("tokens.0.alg", "es256")], "refused", group=JWT),
+    row("kid", [("tokens.0.kid", "key-1")], "ok", group=JWT),
+    row("kid empty", [("tokens.0.kid", "")], "refused", group=JWT),
+    row("kid blank", [("tokens.0.kid", "  ")], "refused", group=JWT),
+    row("certificate (x5t#S256)", [("tokens.0.certificate", "PEM:ec256:cert")], "ok", group=JWT),
+    row("certificate not a PEM", [("tokens.0.certificate", "abc")], "refused", group=JWT),
+    row("kid and certificate", [("tokens.0.kid", "key-1"), ("tokens.0.certificate", "PEM:ec256:cert")], "refused", group=JWT),
+    row("assertionAudience token_endpoint", [("tokens.0.assertionAudience", "token_endpoint")], "ok", group=JWT),
+    row("assertionAudience a URL", [("tokens.0.assertionAudience", "https://login.acme.test/realms/r")], "ok", group=JWT),
+    row("assertionAudience issuer (needs discovery)", [("tokens.0.assertionAudience", "issuer")], "refused", group=JWT),
+    row("assertionAudience not a URL", [("tokens.0.assertionAudience", "acme")], "refused", group=JWT),
+    row("assertionLifetime 1s", [("tokens.0.assertionLifetime", "1s")], "ok", group=JWT),
+    row("assertionLifetime 1h", [("tokens.0.assertionLifetime", "1h")], "ok", group=JWT),
+    row("assertionLifetime 500ms", [("tokens.0.assertionLifetime", "500ms")], "refused", group=JWT),
+    row("assertionLifetime 3601s", [("tokens.0.assertionLifetime", "3601s")], "refused", group=JWT),
+    row("assertionLifetime 60 (no unit)", [("tokens.0.assertionLifetime", 60)], "refused", group=JWT),
+    row("privateKey PKCS#1 (BEGIN RSA PRIVATE KEY)", [("tokens.0.privateKey", "PEM:rsa:pkcs1")], "refused", group=JWT),
+    row("privateKey not a PEM", [("tokens.0.privateKey", "CHANGE-ME")], "refused", group=JWT),
+    row("private_key_jwt without privateKey", [("tokens.0.privateKey", DELETE)], "refused", group=JWT,
+        cfg=JWT[1][:2] + [("tokens.0.private_key_file", DELETE)]),
+    row("private_key_jwt with clientSecret", [("tokens.0.clientSecret", "s")], "refused", group=JWT,
+        cfg=JWT[1][:1] + JWT[1][2:]),
+    row("private_key_jwt without clientId", [("tokens.0.clientId", DELETE)], "refused", group=JWT,
+        cfg=JWT[1] + [("tokens.0.client_id_file", DELETE)]),
+    row("alg with client_secret_basic", [("tokens.0.alg", "ES256")], "refused"),
+    row("privateKey with client_secret_basic", [("tokens.0.privateKey", "PEM:ec256:key")], "refused"),
+    row("assertionLifetime with client_secret_post",
+        [("tokens.0.authMethod", "client_secret_post"), ("tokens.0.assertionLifetime", "60s")], "refused"),
+    # client_assertion_file: the projected service-account token as the client assertion.
+    row("client_assertion_file (projected token)", [], "ok", group=ASSERTION),
+    row("client_assertion_file with its own file", [("tokens.0.clientAssertionFile", "/etc/assertion/token")], "ok",
+        group=ASSERTION, cfg=ASSERTION[1][:2] + [("tokens.0.client_assertion_file", "/etc/assertion/token")]),
+    row("client_assertion_file without serviceAccountToken", [("serviceAccountToken", {"enabled": False, "audience": "", "expirationSeconds": 3600})],
+        "refused", group=ASSERTION),
+    row("client_assertion_file with clientSecret", [("tokens.0.clientSecret", "s")], "refused", group=ASSERTION,
+        cfg=ASSERTION[1][:1] + ASSERTION[1][2:]),
+    row("client_assertion_file with alg", [("tokens.0.alg", "RS256")], "refused", group=ASSERTION),
+    row("client_assertion_file without clientId", [("tokens.0.clientId", DELETE)], "refused", group=ASSERTION,
+        cfg=ASSERTION[1] + [("tokens.0.client_id_file", DELETE)]),
+    row("clientAssertionFile with client_secret_basic", [("tokens.0.clientAssertionFile", "/etc/assertion/token")], "refused"),
+    row("clientAssertionFile relative", [("tokens.0.clientAssertionFile", "assertion")], "refused", group=ASSERTION,
+        known="chart rule: a mounted file has an absolute path; the binary resolves it against the config's directory"),
+    # grant token_exchange (RFC 8693): GCP STS style public client, and with client authentication.
+    row("token_exchange, public client (GCP STS)",
+        [("tokens.0.audience", "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x"),
+         ("tokens.0.requestedTokenType", "urn:ietf:params:oauth:token-type:access_token"),
+         ("tokens.0.scope", "https://www.googleapis.com/auth/cloud-platform")], "ok", group=EXCHANGE),
+    row("subjectTokenType jwt URI", [("tokens.0.subjectTokenType", "urn:ietf:params:oauth:token-type:jwt")], "ok", group=EXCHANGE),
+    row("subjectTokenType id_token URI", [("tokens.0.subjectTokenType", "urn:ietf:params:oauth:token-type:id_token")], "ok", group=EXCHANGE),
+    row("subjectTokenType jwt (not a URI)", [("tokens.0.subjectTokenType", "jwt")], "refused", group=EXCHANGE),
+    row("requestedTokenType access_token (not a URI)", [("tokens.0.requestedTokenType", "access_token")], "refused", group=EXCHANGE),
+    row("requestedTokenType with a space", [("tokens.0.requestedTokenType", "urn:a b")], "refused", group=EXCHANGE),
+    row("subjectTokenFile of your own", [("tokens.0.subjectTokenFile", "/etc/subject/token")], "ok", group=EXCHANGE,
+        cfg=EXCHANGE[1][:1] + EXCHANGE[1][2:] + [("tokens.0.subject_token_file", "/etc/subject/token")]),
+    row("token_exchange with clientId (public)", [("tokens.0.clientId", "gcp-client")], "ok", group=EXCHANGE,
+        cfg=EXCHANGE[1][:3] + EXCHANGE[1][4:]),
+    row("token_exchange with client_secret_basic",
+        [SA_ON, ("tokens.0.grant", "token_exchange")], "ok",
+        cfg=[("tokens.0.grant", "token_exchange"), ("tokens.0.subject_token_file", SA)]),
+    row("token_exchange with client_assertion_file", [("tokens.0.grant", "token_exchange")], "ok", group=ASSERTION,
+        cfg=ASSERTION[1] + [("tokens.0.grant", "token_exchange"), ("tokens.0.subject_token_file", SA)]),
+    row("token_exchange with private_key_jwt", [SA_ON, ("tokens.0.grant", "token_exchange")], "ok", group=JWT,
+        cfg=JWT[1] + [("tokens.0.grant", "token_exchange"), ("tokens.0.subject_token_file", SA)]),
+    row("token_exchange without serviceAccountToken",
+        [("serviceAccountToken", {"enabled": False, "audience": "", "expirationSeconds": 3600})], "refused", group=EXCHANGE,
+        known="check does not open subject_token_file (reported to the lead); the chart knows the projected token is absent"),
+    row("authMethod none with clientSecret", [("tokens.0.clientSecret", "s")], "refused", group=EXCHANGE,
+        cfg=EXCHANGE[1][:4]),
+    row("params subject_token with token_exchange", [("tokens.0.params", {"subject_token": "x"})], "refused", group=EXCHANGE),
+    row("subjectTokenType without the grant", [("tokens.0.subjectTokenType", "urn:ietf:params:oauth:token-type:jwt")], "refused"),
+    row("subjectTokenFile without the grant", [("tokens.0.subjectTokenFile", "/etc/subject/token")], "refused"),
+    row("requestedTokenType without the grant",
+        [("tokens.0.requestedTokenType", "urn:ietf:params:oauth:token-type:access_token")], "refused"),
+    row("grant password (unknown)", [("tokens.0.grant", "password")], "refused"),
+    row("grant client_credentials", [("tokens.0.grant", "client_credentials")], "ok"),
     # Request parameters.
     row("scope with spaces", [("tokens.0.scope", "orders:read orders:write")], "ok"),
     row("scope a number", [("tokens.0.scope", 5)], "refused"),
@@ -247,11 +351,17 @@ def config_changes(changes, values):
                 out.append((path, "COPY0"))
             else:
                 raise ValueError(f"no mapping for {path}")
+        elif parts[0] == "serviceAccountToken":
+            pass  # the pod's projected token volume: no config key (write_config_tree writes the file or not)
         elif parts[0] == "tokens":
             i, key = parts[1], parts[2]
             name = values["tokens"][int(i)]["name"]
             if key in ("clientId", "clientSecret"):
                 creds[(int(i), snake(key))] = value
+            elif key in ("privateKey", "certificate"):
+                stem = snake(key)
+                creds[(int(i), stem)] = value
+                out.append((f"tokens.{i}.{stem}_file", DELETE if value is DELETE else f"{CRED}/{stem}"))
             elif key == "outputs" and len(parts) == 5 and parts[4] == "file":
                 v = value if value is DELETE else f"{TOKEN_ROOT}/{name}/{value}"
                 out.append((f"tokens.{i}.outputs.{parts[3]}.path", v))
@@ -291,9 +401,30 @@ def helm_template(chart, values, workdir, rid):
     return p.returncode == 0, p.stdout, p.stderr.strip()
 
 
-def write_config_tree(cfg, docs, workdir, creds_override):
-    """Writes cfg under workdir with every absolute path moved there; credential files from the
-    rendered Secret (or the overrides); TLS files as throwaway PEMs. Returns the config path."""
+def materialize(obj, workdir):
+    """obj with every "PEM:<kind>:<key|cert|pkcs1>" sentinel replaced by a throwaway PEM."""
+    if isinstance(obj, dict):
+        return {k: materialize(v, workdir) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [materialize(v, workdir) for v in obj]
+    if isinstance(obj, str) and obj.startswith("PEM:"):
+        _, kind, what = obj.split(":")
+        pem = kc.test_pem(workdir, kind)
+        if what == "pkcs1":
+            d = os.path.join(workdir, ".pem", kind)
+            p = subprocess.run(["openssl", "pkey", "-in", f"{d}/key.pem", "-traditional"],
+                               capture_output=True, check=True)
+            return p.stdout.decode()
+        return pem[what].decode()
+    return obj
+
+
+def write_config_tree(cfg, docs, workdir, creds_override, sa_token):
+    """Writes cfg under workdir with every absolute path moved there; credential files (client id and
+    secret, private key, certificate) from the rendered Secret (or the overrides; a key or certificate
+    the Secret lacks: a throwaway PEM for the token's alg); TLS files as throwaway PEMs; assertion and
+    subject token files as a JWT, except the projected token when sa_token is false (as in the pod).
+    Returns the config path."""
     if os.path.exists(workdir):
         shutil.rmtree(workdir)
     os.makedirs(workdir)
@@ -301,17 +432,27 @@ def write_config_tree(cfg, docs, workdir, creds_override):
     data = secret.get("stringData") or {}
     cfg = kc.rewrite_paths(cfg, workdir)
     for i, t in enumerate(cfg.get("tokens") or []):
-        for k in ("client_id", "client_secret"):
+        pem = kc.test_pem(os.path.dirname(workdir), kc.pem_kind(t.get("alg")))
+        for k in ("client_id", "client_secret", "private_key", "certificate"):
             p = t.get(f"{k}_file")
             if not p:
                 continue
             os.makedirs(os.path.dirname(p), exist_ok=True)
-            if (i, k) in creds_override:
-                content = creds_override[(i, k)]
+            fallback = {"private_key": pem["key"].decode(), "certificate": pem["cert"].decode()}.get(k, f"dummy-{k}")
+            if creds_override.get((i, k), DELETE) is not DELETE:
+                content = materialize(creds_override[(i, k)], os.path.dirname(workdir))
             else:
-                content = data.get(f"{os.path.basename(os.path.dirname(p))}.{k}", f"dummy-{k}")
+                content = data.get(f"{os.path.basename(os.path.dirname(p))}.{k}", fallback)
             with open(p, "w") as f:
                 f.write(str(content))
+        for k in ("client_assertion_file", "subject_token_file"):
+            p = t.get(k)
+            if not isinstance(p, str) or (p == workdir + SA and not sa_token):
+                continue
+            p = p if os.path.isabs(p) else os.path.join(workdir, p)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write(kc.test_jwt())
         for k, pem in (("ca_file", "cert"), ("client_cert_file", "cert"), ("client_key_file", "key")):
             p = (t.get("http") or {}).get(k)
             if isinstance(p, str) and p.startswith(workdir):
@@ -360,21 +501,24 @@ def main():
                 values["tokens"].append(copy.deepcopy(values["tokens"][0]))
             else:
                 set_path(values, path, value)
-        chart_ok, out, err = helm_template(chart, values, workdir, r["id"])
+        sa_token = bool((values.get("serviceAccountToken") or {}).get("enabled"))
+        chart_ok, out, err = helm_template(chart, materialize(values, workdir), workdir, r["id"])
         if r["cfg"] is not None:
             cfg_changes, creds = r["cfg"], {}
         else:
-            cfg_changes, creds = config_changes(r["changes"], base)
+            cfg_changes, creds = config_changes(r["changes"][r["skip"]:], base)
+            cfg_changes = r["pre_cfg"] + cfg_changes
         cfg = copy.deepcopy(base_cfg)
         for path, value in cfg_changes:
             apply_config(cfg, path, value)
-        check_ok, check_msg = run_check(binary, write_config_tree(cfg, base_docs, os.path.join(workdir, "mapped"), creds))
+        check_ok, check_msg = run_check(binary, write_config_tree(cfg, base_docs, os.path.join(workdir, "mapped"), creds,
+                                                                  sa_token))
         rendered = "-"
         problems = []
         if chart_ok:
             docs = [d for d in yaml.safe_load_all(out) if d]
             r_ok, r_msg = run_check(binary, write_config_tree(rendered_config(docs), docs,
-                                                              os.path.join(workdir, "rendered"), {}))
+                                                              os.path.join(workdir, "rendered"), {}, sa_token))
             rendered = "ok" if r_ok else "refused"
             if not r_ok:
                 problems.append(f"the chart renders a config that check refuses: {r_msg}")
@@ -394,6 +538,12 @@ def main():
         elif r["known"]:
             verdict = "agree (the known difference is gone: drop `known`)"
         print(f"{r['id']:<{width}}  {cv:<8} {kv:<8} {rendered:<9} {verdict if not problems else 'FAIL'}")
+        if os.environ.get("VERBOSE"):
+            if err:
+                why = [l for l in err.splitlines() if "error calling fail" in l or "- at '" in l] or err.splitlines()
+                print(f"    helm: {why[0].split('error calling fail: ')[-1].strip()[:300]}")
+            if not check_ok:
+                print(f"    check: {check_msg}")
         for p in problems:
             bad += 1
             print(f"  FAIL {r['id']}: {p}")

@@ -246,22 +246,99 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- if and (regexMatch "^(?i)http://" $url) (not $insecure) (not (regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $url)) -}}
 {{- fail (printf "%s: %s %q: http:// sends the client secret in clear text; use https://, or set http.allowInsecureHttp: true if you must" $at $urlKey $url) -}}
 {{- end -}}
+{{- $m := default "client_secret_basic" $t.authMethod -}}
+{{- $secretMethod := has $m (list "client_secret_basic" "client_secret_basic_raw" "client_secret_post") -}}
+{{- $exchange := eq (default "client_credentials" $t.grant) "token_exchange" -}}
+{{- /* Keys that belong to another method or grant: the binary refuses them, so does the chart. */ -}}
+{{- if not $secretMethod -}}
+{{- range $k := list "clientSecret" "clientSecretKey" -}}
+{{- if hasKey $t $k -}}
+{{- fail (printf "%s: %s is not used by authMethod %s (no client secret is sent): remove it" $at $k $m) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if ne $m "private_key_jwt" -}}
+{{- range $k := list "privateKey" "privateKeyKey" "certificate" "certificateKey" "alg" "kid" "assertionAudience" "assertionLifetime" -}}
+{{- if hasKey $t $k -}}
+{{- fail (printf "%s: %s belongs to authMethod: private_key_jwt, not %s: remove it or set authMethod: private_key_jwt" $at $k $m) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (hasKey $t "clientAssertionFile") (ne $m "client_assertion_file") -}}
+{{- fail (printf "%s: clientAssertionFile belongs to authMethod: client_assertion_file, not %s" $at $m) -}}
+{{- end -}}
+{{- if not $exchange -}}
+{{- range $k := list "subjectTokenFile" "subjectTokenType" "requestedTokenType" -}}
+{{- if hasKey $t $k -}}
+{{- fail (printf "%s: %s applies only to grant: token_exchange: remove it or set grant: token_exchange" $at $k) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if $v.existingSecret -}}
-{{- if or $t.clientId $t.clientSecret -}}
-{{- fail (printf "%s: clientId/clientSecret are not used with existingSecret %q: remove them (the Secret's keys %s and %s are read)" $at $v.existingSecret (default (printf "%s.client_id" $t.name) $t.clientIdKey) (default (printf "%s.client_secret" $t.name) $t.clientSecretKey)) -}}
+{{- range $k := list "clientId" "clientSecret" "privateKey" "certificate" -}}
+{{- if hasKey $t $k -}}
+{{- fail (printf "%s: %s is not used with existingSecret %q: remove it (the chart reads the Secret's keys: %s)" $at $k $v.existingSecret (include "token-vendor.secretKeysText" $t)) -}}
+{{- end -}}
 {{- end -}}
 {{- else -}}
-{{- if or (not $t.clientId) (not $t.clientSecret) -}}
+{{- if and $secretMethod (or (not $t.clientId) (not $t.clientSecret)) -}}
 {{- fail (printf "%s: clientId and clientSecret are required unless existingSecret is set" $at) -}}
 {{- end -}}
+{{- if and (not $secretMethod) (ne $m "none") (not $t.clientId) -}}
+{{- fail (printf "%s: clientId is required with authMethod %s unless existingSecret is set (no clientSecret: the %s proves the client)" $at $m (ternary "signed assertion" "client assertion" (eq $m "private_key_jwt"))) -}}
+{{- end -}}
+{{- if and (eq $m "private_key_jwt") (not $t.privateKey) -}}
+{{- fail (printf "%s: authMethod private_key_jwt needs privateKey (a PKCS#8 PEM; --set-file tokens[%d].privateKey=./key.pem), or existingSecret" $at $i) -}}
+{{- end -}}
 {{- range $k := list "clientId" "clientSecret" -}}
-{{- if eq (index $t $k | toString | upper) "CHANGE-ME" -}}
+{{- if and (hasKey $t $k) (eq (index $t $k | toString | upper) "CHANGE-ME") -}}
 {{- fail (printf "%s: %s is still the placeholder CHANGE-ME: set the real value (e.g. --set-file tokens[%d].%s=./file) or use existingSecret" $at $k $i $k) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq (default "client_secret_basic" $t.authMethod) "client_secret_basic_raw") (contains ":" (toString $t.clientId)) -}}
+{{- if and (eq $m "client_secret_basic_raw") (contains ":" (toString $t.clientId)) -}}
 {{- fail (printf "%s: a client id with ':' cannot be sent with client_secret_basic_raw (the server would split it at the ':'); use client_secret_basic" $at) -}}
 {{- end -}}
+{{- with $t.privateKey -}}
+{{- if regexMatch "-----BEGIN (RSA |EC |ENCRYPTED |OPENSSH )PRIVATE KEY-----" (toString .) -}}
+{{- fail (printf "%s: privateKey must be an unencrypted PKCS#8 PEM (-----BEGIN PRIVATE KEY-----); convert it with: openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.p8.pem" $at) -}}
+{{- end -}}
+{{- if not (regexMatch "-----BEGIN PRIVATE KEY-----" (toString .)) -}}
+{{- fail (printf "%s: privateKey is not a PEM private key (-----BEGIN PRIVATE KEY-----): set it from the file with --set-file tokens[%d].privateKey=./key.pem" $at $i) -}}
+{{- end -}}
+{{- end -}}
+{{- with $t.certificate -}}
+{{- if not (regexMatch "-----BEGIN CERTIFICATE-----" (toString .)) -}}
+{{- fail (printf "%s: certificate is not a PEM certificate (-----BEGIN CERTIFICATE-----): set it with --set-file tokens[%d].certificate=./cert.pem" $at $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $m "private_key_jwt" -}}
+{{- if and (hasKey $t "kid") (or (hasKey $t "certificate") (hasKey $t "certificateKey")) -}}
+{{- fail (printf "%s: set kid or a certificate (for x5t#S256), not both" $at) -}}
+{{- end -}}
+{{- if and (hasKey $t "kid") (not (regexMatch "\\S" (toString $t.kid))) -}}
+{{- fail (printf "%s: kid must not be empty" $at) -}}
+{{- end -}}
+{{- with $t.assertionLifetime -}}
+{{- $s := include "token-vendor.durationSeconds" . | float64 -}}
+{{- if or (lt $s 1.0) (gt $s 3600.0) -}}
+{{- fail (printf "%s: assertionLifetime %q must be between 1s and 1h (servers reject long-lived assertions)" $at .) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (toString $t.assertionAudience) "issuer" -}}
+{{- fail (printf "%s: assertionAudience issuer needs OIDC discovery, which this chart version does not render: use token_endpoint or the audience URL your server expects" $at) -}}
+{{- end -}}
+{{- end -}}
+{{- if $exchange -}}
+{{- range $k := list "subject_token" "subject_token_type" "requested_token_type" -}}
+{{- if hasKey (default dict $t.params) $k -}}
+{{- fail (printf "%s: params.%s is set by token-vendor itself with grant: token_exchange; use %s instead of params" $at $k (ternary "subjectTokenFile" (camelcase $k | untitle) (eq $k "subject_token"))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $needsSaToken := or (and (eq $m "client_assertion_file") (not $t.clientAssertionFile)) (and $exchange (not $t.subjectTokenFile)) -}}
+{{- if and $needsSaToken (not $v.serviceAccountToken.enabled) -}}
+{{- fail (printf "%s: %s reads the pod's projected service-account token at /var/run/secrets/token-vendor/token: set serviceAccountToken.enabled: true (and its audience), or %s to a file you mount" $at (ternary "authMethod client_assertion_file" "grant token_exchange" (eq $m "client_assertion_file")) (ternary "clientAssertionFile" "subjectTokenFile" (eq $m "client_assertion_file"))) -}}
 {{- end -}}
 {{- with $t.defaultLifetime -}}
 {{- if lt (include "token-vendor.durationSeconds" . | float64) 2.0 -}}
@@ -287,6 +364,39 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- $_ := set $files $o.file true -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.credentialItems: (list values token) -> JSON {"items": [{key, path}]}: the files of a
+token's credentials Secret volume, by its authMethod. path is also the config key's stem
+(client_id -> client_id_file). A public client (authMethod none) without clientId/clientIdKey has none.
+*/}}
+{{- define "token-vendor.credentialItems" -}}
+{{- $t := index . 1 -}}
+{{- $m := default "client_secret_basic" $t.authMethod -}}
+{{- $items := list -}}
+{{- if or (ne $m "none") $t.clientId $t.clientIdKey -}}
+{{- $items = append $items (dict "key" (default (printf "%s.client_id" $t.name) $t.clientIdKey) "path" "client_id") -}}
+{{- end -}}
+{{- if has $m (list "client_secret_basic" "client_secret_basic_raw" "client_secret_post") -}}
+{{- $items = append $items (dict "key" (default (printf "%s.client_secret" $t.name) $t.clientSecretKey) "path" "client_secret") -}}
+{{- end -}}
+{{- if eq $m "private_key_jwt" -}}
+{{- $items = append $items (dict "key" (default (printf "%s.private_key" $t.name) $t.privateKeyKey) "path" "private_key") -}}
+{{- if or $t.certificate $t.certificateKey -}}
+{{- $items = append $items (dict "key" (default (printf "%s.certificate" $t.name) $t.certificateKey) "path" "certificate") -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "items" $items) -}}
+{{- end -}}
+
+{{/* token-vendor.secretKeysText: a token's Secret keys, for messages. */}}
+{{- define "token-vendor.secretKeysText" -}}
+{{- $keys := list -}}
+{{- range (include "token-vendor.credentialItems" (list dict .) | fromJson).items -}}
+{{- $keys = append $keys .key -}}
+{{- end -}}
+{{- join ", " $keys | default "none" -}}
 {{- end -}}
 
 {{/*
@@ -321,9 +431,37 @@ tokens:
     {{- else }}
     base_url: {{ $t.baseUrl | toJson }}
     {{- end }}
-    client_id_file: {{ printf "%s/%s/client_id" (trimSuffix "/" $v.credentialsPath) $t.name | toJson }}
-    client_secret_file: {{ printf "%s/%s/client_secret" (trimSuffix "/" $v.credentialsPath) $t.name | toJson }}
+    {{- range (include "token-vendor.credentialItems" (list $v $t) | fromJson).items }}
+    {{ .path }}_file: {{ printf "%s/%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name .path | toJson }}
+    {{- end }}
     auth_method: {{ default "client_secret_basic" $t.authMethod | toJson }}
+    {{- if eq (toString $t.authMethod) "private_key_jwt" }}
+    {{- with $t.alg }}
+    alg: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.kid }}
+    kid: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.assertionAudience }}
+    assertion_audience: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.assertionLifetime }}
+    assertion_lifetime: {{ . | toJson }}
+    {{- end }}
+    {{- end }}
+    {{- if eq (toString $t.authMethod) "client_assertion_file" }}
+    client_assertion_file: {{ default "/var/run/secrets/token-vendor/token" $t.clientAssertionFile | toJson }}
+    {{- end }}
+    {{- if eq (toString $t.grant) "token_exchange" }}
+    grant: "token_exchange"
+    subject_token_file: {{ default "/var/run/secrets/token-vendor/token" $t.subjectTokenFile | toJson }}
+    {{- with $t.subjectTokenType }}
+    subject_token_type: {{ . | toJson }}
+    {{- end }}
+    {{- with $t.requestedTokenType }}
+    requested_token_type: {{ . | toJson }}
+    {{- end }}
+    {{- end }}
     {{- with $t.scope }}
     scope: {{ . | toJson }}
     {{- end }}
@@ -390,9 +528,11 @@ tokens:
   readOnly: true
 {{- end }}
 {{- range $t := $v.tokens }}
+{{- if (include "token-vendor.credentialItems" (list $v $t) | fromJson).items }}
 - name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
   mountPath: {{ printf "%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name }}
   readOnly: true
+{{- end }}
 {{- end }}
 {{- with $v.sidecar.extraVolumeMounts }}
 {{ toYaml . }}
@@ -556,6 +696,8 @@ mounted by the token-vendor containers only: token-vendor.appVolumeMounts never 
           {{- end }}
 {{- end }}
 {{- range $t := $v.tokens }}
+{{- $items := (include "token-vendor.credentialItems" (list $v $t) | fromJson).items }}
+{{- if $items }}
 - name: {{ include "token-vendor.credentialsVolumeName" $t.name }}
   secret:
     secretName: {{ $ctx.secretName }}
@@ -565,10 +707,11 @@ mounted by the token-vendor containers only: token-vendor.appVolumeMounts never 
     defaultMode: 0444
     {{- end }}
     items:
-      - key: {{ default (printf "%s.client_id" $t.name) $t.clientIdKey }}
-        path: client_id
-      - key: {{ default (printf "%s.client_secret" $t.name) $t.clientSecretKey }}
-        path: client_secret
+      {{- range $items }}
+      - key: {{ .key }}
+        path: {{ .path }}
+      {{- end }}
+{{- end }}
 {{- end }}
 {{- with $v.sidecar.extraVolumes }}
 {{ toYaml . }}
