@@ -9,113 +9,63 @@ use url::Url;
 
 use super::token::MAX_LIFETIME;
 
-/// What went wrong, in the words used by `/status`, the logs and the `kind` of errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    Network,
-    Timeout,
-    UnknownHost,
-    Tls,
-    ServerError,
-    RateLimited,
-    TemporarilyUnavailable,
-    InvalidResponse,
-    UnsupportedTokenType,
-    ResponseTooLarge,
-    InvalidClient,
-    UnauthorizedClient,
-    UnsupportedGrantType,
-    InvalidScope,
-    InvalidRequest,
-    InvalidGrant,
-    ClientError,
-    Redirect,
-    Credentials,
-    OutputWrite,
-    /// The issuer's discovery document could not be had now (unreachable, 5xx, not JSON, too large): retried.
-    Discovery,
-    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, no common method).
-    DiscoveryInvalid,
+/// One table names each kind, its word in `/status`, logs and metrics, and whether asking again can help; the enum,
+/// `ALL` (every counter exported at zero from the start), `as_str` and `is_permanent` are all made from it.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $word:literal, $class:ident;)*) => {
+        /// What went wrong, in the words used by `/status`, the logs and the `kind` of errors.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, so each labelled error counter can be exported at zero from the start.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $word,)*
+                }
+            }
+
+            /// Permanent errors will not go away by asking again with the same credentials and config.
+            pub fn is_permanent(self) -> bool {
+                match self {
+                    $(ErrorKind::$kind => error_kinds!(@permanent $class),)*
+                }
+            }
+        }
+    };
+    (@permanent permanent) => { true };
+    (@permanent transient) => { false };
 }
 
-impl ErrorKind {
-    /// Every kind, so each labelled error counter can be exported at zero from the start.
-    pub const ALL: [ErrorKind; 22] = {
-        use ErrorKind::*;
-        [
-            Network,
-            Timeout,
-            UnknownHost,
-            Tls,
-            ServerError,
-            RateLimited,
-            TemporarilyUnavailable,
-            InvalidResponse,
-            UnsupportedTokenType,
-            ResponseTooLarge,
-            InvalidClient,
-            UnauthorizedClient,
-            UnsupportedGrantType,
-            InvalidScope,
-            InvalidRequest,
-            InvalidGrant,
-            ClientError,
-            Redirect,
-            Credentials,
-            OutputWrite,
-            Discovery,
-            DiscoveryInvalid,
-        ]
-    };
-
-    pub fn as_str(self) -> &'static str {
-        use ErrorKind::*;
-        match self {
-            Network => "network",
-            Timeout => "timeout",
-            UnknownHost => "unknown_host",
-            Tls => "tls",
-            ServerError => "server_error",
-            RateLimited => "rate_limited",
-            TemporarilyUnavailable => "temporarily_unavailable",
-            InvalidResponse => "invalid_response",
-            UnsupportedTokenType => "unsupported_token_type",
-            ResponseTooLarge => "response_too_large",
-            InvalidClient => "invalid_client",
-            UnauthorizedClient => "unauthorized_client",
-            UnsupportedGrantType => "unsupported_grant_type",
-            InvalidScope => "invalid_scope",
-            InvalidRequest => "invalid_request",
-            InvalidGrant => "invalid_grant",
-            ClientError => "client_error",
-            Redirect => "redirect",
-            Credentials => "credentials",
-            OutputWrite => "output_write",
-            Discovery => "discovery",
-            DiscoveryInvalid => "discovery_invalid",
-        }
-    }
-
-    /// Permanent errors will not go away by asking again with the same credentials and config.
-    pub fn is_permanent(self) -> bool {
-        use ErrorKind::*;
-        matches!(
-            self,
-            UnknownHost
-                | Tls
-                | UnsupportedTokenType
-                | InvalidClient
-                | UnauthorizedClient
-                | UnsupportedGrantType
-                | InvalidScope
-                | InvalidRequest
-                | InvalidGrant
-                | ClientError
-                | Redirect
-                | Credentials
-                | DiscoveryInvalid
-        )
-    }
+error_kinds! {
+    Network => "network", transient;
+    Timeout => "timeout", transient;
+    UnknownHost => "unknown_host", permanent;
+    Tls => "tls", permanent;
+    ServerError => "server_error", transient;
+    RateLimited => "rate_limited", transient;
+    TemporarilyUnavailable => "temporarily_unavailable", transient;
+    InvalidResponse => "invalid_response", transient;
+    UnsupportedTokenType => "unsupported_token_type", permanent;
+    ResponseTooLarge => "response_too_large", transient;
+    InvalidClient => "invalid_client", permanent;
+    UnauthorizedClient => "unauthorized_client", permanent;
+    UnsupportedGrantType => "unsupported_grant_type", permanent;
+    InvalidScope => "invalid_scope", permanent;
+    InvalidRequest => "invalid_request", permanent;
+    InvalidGrant => "invalid_grant", permanent;
+    ClientError => "client_error", permanent;
+    Redirect => "redirect", permanent;
+    Credentials => "credentials", permanent;
+    OutputWrite => "output_write", transient;
+    /// The issuer's discovery document could not be had now (unreachable, 5xx, not JSON, too large): retried.
+    Discovery => "discovery", transient;
+    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, no common method).
+    DiscoveryInvalid => "discovery_invalid", permanent;
 }
 
 impl fmt::Display for ErrorKind {
