@@ -95,12 +95,16 @@ impl FetchError {
 }
 
 /// An error and its sources as one line, `outer: inner: root`, for messages that travel as text (logs, `/status`).
+/// A source whose words the line already holds (an error that prints its source too) is not said twice.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = s.source();
     }
     out
@@ -615,5 +619,20 @@ mod tests {
         #[error("outer")]
         struct Outer(#[source] std::io::Error);
         assert_eq!(chain(&Outer(inner)), "outer: root cause");
+    }
+
+    #[test]
+    fn chain_says_a_source_the_message_already_holds_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open /x: {0}")]
+        struct Open(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read /x: {0}")]
+        struct Read(#[source] Open);
+        let e = Read(Open(std::io::Error::other("No such file or directory")));
+        assert_eq!(
+            chain(&e),
+            "cannot read /x: cannot open /x: No such file or directory"
+        );
     }
 }
