@@ -416,6 +416,16 @@ tokens:
             "    params: {grant_type: password}\n    outputs:",
         );
         assert!(problems(&y)[0].starts_with("tokens[0].params.grant_type:"));
+        for field in ["client_assertion", "client_assertion_type"] {
+            let y = GOOD.replace(
+                "    outputs:",
+                &format!("    params: {{{field}: x}}\n    outputs:"),
+            );
+            assert!(
+                problems(&y)[0].starts_with(&format!("tokens[0].params.{field}:")),
+                "{field}"
+            );
+        }
         let p = problems("tokens:\n  - name: a\n    outputs: []\n").join("\n");
         assert!(p.contains("tokens[0]: set token_url"), "{p}");
         assert!(p.contains("tokens[0]: client_id is missing"), "{p}");

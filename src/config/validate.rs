@@ -389,6 +389,8 @@ const RESERVED_PARAMS: &[&str] = &[
     "grant_type",
     "client_id",
     "client_secret",
+    "client_assertion",
+    "client_assertion_type",
     "scope",
     "audience",
     "resource",
