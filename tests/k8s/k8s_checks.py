@@ -424,6 +424,8 @@ def check_pod(docs, doc, pod, mode, defaults):
             required.add("client_secret_file")
         if method == "private_key_jwt":
             required.add("private_key_file")
+        if method == "auto" and not any(t.get(k) for k in ("client_secret_file", "private_key_file", "client_assertion_file")):
+            fail(where, f"token {tname}: auth_method auto with no credential (client secret, key or assertion file)")
         for k in CREDENTIAL_FILE_KEYS:
             p = t.get(k)
             if not p:
@@ -900,6 +902,10 @@ def cmd_expect(args):
                                                            "secret" in k for k in (d.get("stringData") or {}))]
             if found:
                 fail(args.rendered, f"a client secret is configured or rendered: {found}")
+        elif key == "absent":
+            there = [k for k in want.split(",") if k in t]
+            if there:
+                fail(args.rendered, f"the token has {there}, which it must not")
         elif key == "no_client_id":
             if any(k.startswith("client_id") for k in t):
                 fail(args.rendered, "the token has a client id")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The chart and `token-vendor check` agree on every value in TABLE (scripts/validate-k8s).
 
-  schema_agreement.py CHART_DIR BINARY WORKDIR     (VERBOSE=1: each side's reason for a refusal)
+  schema_agreement.py CHART_DIR BINARY WORKDIR     (VERBOSE=1: each side's reason for a refusal;
+                                                   ONLY=REGEX: only the rows whose id matches, said in the summary)
 
 For each row, the chart's values are tests/k8s/tokens-values.yaml with the row's changes:
   chart  `helm template` with values.schema.json and the template guards: accepted or refused;
@@ -73,6 +74,8 @@ EXCHANGE = ([SA_ON, ("tokens.0.grant", "token_exchange"), ("tokens.0.authMethod"
 
 M = "tokens.0.outputs.0.mode"
 U = "tokens.0.tokenUrl"
+I = "tokens.0.issuer"
+ISS = "https://login.acme.test/realms/apps"
 TABLE = [
     # File modes: the binary wants an owner-readable mode with no bits for others.
     row("mode 0640", [(M, "0640")], "ok"),
@@ -121,6 +124,46 @@ TABLE = [
     row("tokenUrl and baseUrl both", [("tokens.0.baseUrl", "https://tenant.benchling.com")], "refused",
         known="the binary silently takes token_url; the chart asks for exactly one (reported to the lead)"),
     row("no tokenUrl nor baseUrl", [(U, DELETE)], "refused"),
+    # OIDC discovery: issuer instead of tokenUrl/baseUrl; authMethod auto and assertionAudience issuer need it.
+    row("issuer + clientSecret + authMethod auto", [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto")], "ok"),
+    row("issuer + clientSecret, client_secret_post", [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "client_secret_post")], "ok"),
+    row("issuer without a path", [(U, DELETE), (I, "https://login.acme.test")], "ok"),
+    row("issuer with a trailing /", [(U, DELETE), (I, ISS + "/")], "ok"),
+    row("issuer with a port and a deep path", [(U, DELETE), (I, "https://login.acme.test:8443/tenant/a/v2.0")], "ok"),
+    row("issuer http to 127.0.0.1", [(U, DELETE), (I, "http://127.0.0.1:8080/realms/apps")], "ok"),
+    row("issuer http to localhost", [(U, DELETE), (I, "http://localhost/realms/apps")], "ok"),
+    row("issuer + privateKey + assertionAudience issuer",
+        [(U, DELETE), (I, ISS), ("tokens.0.assertionAudience", "issuer")], "ok", group=JWT),
+    row("issuer + privateKey + authMethod auto + assertionAudience issuer",
+        [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto"), ("tokens.0.assertionAudience", "issuer")], "ok", group=JWT),
+    row("issuer + clientAssertionFile + authMethod auto",
+        [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto"), ("tokens.0.clientAssertionFile", SA)], "ok", group=ASSERTION,
+        cfg=ASSERTION[1][1:] + [("tokens.0.auth_method", "auto"), ("tokens.0.token_url", DELETE), ("tokens.0.issuer", ISS)]),
+    row("issuer with tokenUrl", [(I, ISS)], "refused"),
+    row("issuer with baseUrl", [(U, DELETE), (I, ISS), ("tokens.0.baseUrl", "https://tenant.benchling.com")], "refused"),
+    row("authMethod auto without issuer", [("tokens.0.authMethod", "auto")], "refused"),
+    row("authMethod auto without issuer (privateKey)", [("tokens.0.authMethod", "auto")], "refused", group=JWT),
+    row("issuer http to a remote host", [(U, DELETE), (I, "http://login.acme.test/realms/apps")], "refused"),
+    row("issuer http to a remote host with allowInsecureHttp",
+        [(U, DELETE), (I, "http://login.acme.test/realms/apps"), ("tokens.0.http", {"allowInsecureHttp": True})], "refused"),
+    row("issuer with a query", [(U, DELETE), (I, ISS + "?tenant=1")], "refused"),
+    row("issuer with an empty query", [(U, DELETE), (I, ISS + "?")], "refused"),
+    row("issuer with a fragment", [(U, DELETE), (I, ISS + "#x")], "refused"),
+    row("issuer with user info", [(U, DELETE), (I, "https://u:p@login.acme.test/realms/apps")], "refused"),
+    row("issuer not a URL", [(U, DELETE), (I, "login.acme.test/realms/apps")], "refused"),
+    row("issuer ftp", [(U, DELETE), (I, "ftp://login.acme.test/realms/apps")], "refused"),
+    row("issuer empty", [(U, DELETE), (I, "")], "refused"),
+    row("issuer the chart's placeholder host", [(U, DELETE), (I, "https://idp.example.com/realms/apps")], "refused",
+        known="chart rule: the placeholder of values.yaml's commented example is refused, as a tokenUrl is"),
+    row("authMethod auto + privateKey + clientSecret",
+        [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto"), ("tokens.0.clientSecret", "s")], "refused", group=JWT,
+        cfg=JWT[1][:1] + JWT[1][2:] + [("tokens.0.auth_method", "auto"), ("tokens.0.token_url", DELETE), ("tokens.0.issuer", ISS)]),
+    row("authMethod auto + clientSecret + alg", [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto"), ("tokens.0.alg", "ES256")],
+        "refused"),
+    row("authMethod auto + clientAssertionFile without serviceAccountToken",
+        [(U, DELETE), (I, ISS), ("tokens.0.authMethod", "auto"), ("tokens.0.clientAssertionFile", SA),
+         ("serviceAccountToken", {"enabled": False, "audience": "", "expirationSeconds": 3600})], "refused", group=ASSERTION,
+        cfg=ASSERTION[1][1:] + [("tokens.0.auth_method", "auto"), ("tokens.0.token_url", DELETE), ("tokens.0.issuer", ISS)]),
     # Client authentication.
     row("authMethod client_secret_basic", [("tokens.0.authMethod", "client_secret_basic")], "ok"),
     row("authMethod client_secret_basic_raw", [("tokens.0.authMethod", "client_secret_basic_raw")], "ok"),
@@ -149,7 +192,7 @@ TABLE = [
     row("kid and certificate", [("tokens.0.kid", "key-1"), ("tokens.0.certificate", "PEM:ec256:cert")], "refused", group=JWT),
     row("assertionAudience token_endpoint", [("tokens.0.assertionAudience", "token_endpoint")], "ok", group=JWT),
     row("assertionAudience a URL", [("tokens.0.assertionAudience", "https://login.acme.test/realms/r")], "ok", group=JWT),
-    row("assertionAudience issuer (needs discovery)", [("tokens.0.assertionAudience", "issuer")], "refused", group=JWT),
+    row("assertionAudience issuer without issuer", [("tokens.0.assertionAudience", "issuer")], "refused", group=JWT),
     row("assertionAudience not a URL", [("tokens.0.assertionAudience", "acme")], "refused", group=JWT),
     row("assertionLifetime 1s", [("tokens.0.assertionLifetime", "1s")], "ok", group=JWT),
     row("assertionLifetime 1h", [("tokens.0.assertionLifetime", "1h")], "ok", group=JWT),
@@ -491,10 +534,11 @@ def main():
     base_docs = [d for d in yaml.safe_load_all(out) if d]
     base_cfg = rendered_config(base_docs)
     bad = 0
+    table = [r for r in TABLE if re.search(os.environ.get("ONLY") or "", r["id"])]
     width = max(len(r["id"]) for r in TABLE)
     print(f"{'row':<{width}}  chart    check    rendered  verdict")
     counts = {"ok": 0, "refused": 0}
-    for r in TABLE:
+    for r in table:
         values = copy.deepcopy(base)
         for path, value in r["changes"]:
             if value == "COPY0":
@@ -547,8 +591,9 @@ def main():
         for p in problems:
             bad += 1
             print(f"  FAIL {r['id']}: {p}")
-    print(f"{len(TABLE)} rows ({counts['ok']} accepted, {counts['refused']} refused by the chart), "
-          f"{sum(1 for r in TABLE if r['known'])} known chart-stricter rows, {bad} problem(s)")
+    only = f" (ONLY={os.environ['ONLY']!r}: {len(TABLE) - len(table)} of {len(TABLE)} rows NOT run)" if len(table) < len(TABLE) else ""
+    print(f"{len(table)} rows ({counts['ok']} accepted, {counts['refused']} refused by the chart), "
+          f"{sum(1 for r in table if r['known'])} known chart-stricter rows, {bad} problem(s){only}")
     return 1 if bad else 0
 
 

@@ -186,6 +186,26 @@ checked by values.schema.json.
 {{- end -}}
 
 {{/*
+token-vendor.method: a token's authMethod (default client_secret_basic); for auto, the method the
+configured credentials imply, as token-vendor check takes it: privateKey (or privateKeyKey, with
+existingSecret) -> private_key_jwt, clientAssertionFile -> client_assertion_file, else the client
+secret (client_secret_basic). At run time the discovery document picks among what they allow.
+*/}}
+{{- define "token-vendor.method" -}}
+{{- $m := default "client_secret_basic" .authMethod | toString -}}
+{{- if eq $m "auto" -}}
+{{- if or (hasKey . "privateKey") (hasKey . "privateKeyKey") -}}
+{{- $m = "private_key_jwt" -}}
+{{- else if hasKey . "clientAssertionFile" -}}
+{{- $m = "client_assertion_file" -}}
+{{- else -}}
+{{- $m = "client_secret_basic" -}}
+{{- end -}}
+{{- end -}}
+{{- $m -}}
+{{- end -}}
+
+{{/*
 token-vendor.validate: fails on values that token-vendor check would refuse and that the
 schema cannot express (cross-field rules, duration bounds), and on missing or placeholder
 token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with `check`.
@@ -204,7 +224,7 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- fail (printf "sidecar.mode=native needs Kubernetes 1.29+ (native sidecars); this cluster is %s: set sidecar.mode=classic" $ctx.root.Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- if not $v.tokens -}}
-{{- fail (printf "token-vendor: no tokens are configured. Set tokens%s: each with a name, the tokenUrl (or baseUrl) of your identity provider, clientId and clientSecret (or existingSecret) and outputs; see the chart's README.md" $in) -}}
+{{- fail (printf "token-vendor: no tokens are configured. Set tokens%s: each with a name, the tokenUrl (or baseUrl, or issuer for discovery) of your identity provider, clientId and clientSecret (or existingSecret) and outputs; see the chart's README.md" $in) -}}
 {{- end -}}
 {{- $c := $v.config -}}
 {{- $w := $c.refresh.window -}}
@@ -234,38 +254,61 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- fail (printf "tokens[%d].name %q is used twice" $i $t.name) -}}
 {{- end -}}
 {{- $_ := set $seen $t.name true -}}
-{{- if eq (empty $t.tokenUrl) (empty $t.baseUrl) -}}
-{{- fail (printf "%s: set exactly one of tokenUrl and baseUrl" $at) -}}
+{{- $endpoints := list -}}
+{{- range $k := list "tokenUrl" "baseUrl" "issuer" -}}
+{{- if not (empty (index $t $k)) -}}
+{{- $endpoints = append $endpoints $k -}}
 {{- end -}}
-{{- $url := default $t.tokenUrl $t.baseUrl -}}
-{{- $urlKey := ternary "tokenUrl" "baseUrl" (not (empty $t.tokenUrl)) -}}
+{{- end -}}
+{{- if ne (len $endpoints) 1 -}}
+{{- fail (printf "%s: set exactly one of tokenUrl, baseUrl and issuer (OIDC discovery finds the token endpoint from the issuer)%s" $at (ternary "" (printf "; found %s" (join ", " $endpoints)) (empty $endpoints))) -}}
+{{- end -}}
+{{- $urlKey := first $endpoints -}}
+{{- $url := index $t $urlKey | toString -}}
+{{- $loopback := regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $url -}}
 {{- if regexMatch "^(?i)https?://idp\\.example\\.com([:/?#]|$)" $url -}}
-{{- fail (printf "%s: %s %q is the chart's placeholder: set the token endpoint of your identity provider%s" $at $urlKey $url $in) -}}
+{{- fail (printf "%s: %s %q is the chart's placeholder: set the %s of your identity provider%s" $at $urlKey $url (ternary "issuer URL" "token endpoint" (eq $urlKey "issuer")) $in) -}}
 {{- end -}}
+{{- if eq $urlKey "issuer" -}}
+{{- /* The binary's Issuer::parse: https, or http to loopback (allowInsecureHttp does not apply), no query or fragment. */ -}}
+{{- if and (regexMatch "^(?i)http://" $url) (not $loopback) -}}
+{{- fail (printf "%s: issuer %q must be https (http only to a loopback address; http.allowInsecureHttp does not apply to discovery)" $at $url) -}}
+{{- end -}}
+{{- if regexMatch "[?#]" $url -}}
+{{- fail (printf "%s: issuer %q must not have a query or fragment: set exactly the issuer of the identity provider's discovery document" $at $url) -}}
+{{- end -}}
+{{- else -}}
 {{- $insecure := and $t.http (hasKey $t.http "allowInsecureHttp") $t.http.allowInsecureHttp -}}
-{{- if and (regexMatch "^(?i)http://" $url) (not $insecure) (not (regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $url)) -}}
+{{- if and (regexMatch "^(?i)http://" $url) (not $insecure) (not $loopback) -}}
 {{- fail (printf "%s: %s %q: http:// sends the client secret in clear text; use https://, or set http.allowInsecureHttp: true if you must" $at $urlKey $url) -}}
 {{- end -}}
-{{- $m := default "client_secret_basic" $t.authMethod -}}
+{{- end -}}
+{{- $auto := eq (toString $t.authMethod) "auto" -}}
+{{- if and $auto (not $t.issuer) -}}
+{{- fail (printf "%s: authMethod auto picks the method from the issuer's discovery document, so it needs issuer (instead of %s); without it, name the method (client_secret_basic, client_secret_post, private_key_jwt, client_assertion_file)" $at $urlKey) -}}
+{{- end -}}
+{{- /* $m: the method, or for auto the one its credentials imply (as the binary checks it). */ -}}
+{{- $m := include "token-vendor.method" $t -}}
+{{- $shown := ternary (printf "auto (as %s, from the credentials set)" $m) $m $auto -}}
 {{- $secretMethod := has $m (list "client_secret_basic" "client_secret_basic_raw" "client_secret_post") -}}
 {{- $exchange := eq (default "client_credentials" $t.grant) "token_exchange" -}}
 {{- /* Keys that belong to another method or grant: the binary refuses them, so does the chart. */ -}}
 {{- if not $secretMethod -}}
 {{- range $k := list "clientSecret" "clientSecretKey" -}}
 {{- if hasKey $t $k -}}
-{{- fail (printf "%s: %s is not used by authMethod %s (no client secret is sent): remove it" $at $k $m) -}}
+{{- fail (printf "%s: %s is not used by authMethod %s (no client secret is sent): remove it" $at $k $shown) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if ne $m "private_key_jwt" -}}
 {{- range $k := list "privateKey" "privateKeyKey" "certificate" "certificateKey" "alg" "kid" "assertionAudience" "assertionLifetime" -}}
 {{- if hasKey $t $k -}}
-{{- fail (printf "%s: %s belongs to authMethod: private_key_jwt, not %s: remove it or set authMethod: private_key_jwt" $at $k $m) -}}
+{{- fail (printf "%s: %s belongs to authMethod: private_key_jwt, not %s: remove it or set %s" $at $k $shown (ternary "privateKey (or privateKeyKey)" "authMethod: private_key_jwt" $auto)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if and (hasKey $t "clientAssertionFile") (ne $m "client_assertion_file") -}}
-{{- fail (printf "%s: clientAssertionFile belongs to authMethod: client_assertion_file, not %s" $at $m) -}}
+{{- fail (printf "%s: clientAssertionFile belongs to authMethod: client_assertion_file, not %s" $at $shown) -}}
 {{- end -}}
 {{- if not $exchange -}}
 {{- range $k := list "subjectTokenFile" "subjectTokenType" "requestedTokenType" -}}
@@ -285,7 +328,7 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- fail (printf "%s: clientId and clientSecret are required unless existingSecret is set" $at) -}}
 {{- end -}}
 {{- if and (not $secretMethod) (ne $m "none") (not $t.clientId) -}}
-{{- fail (printf "%s: clientId is required with authMethod %s unless existingSecret is set (no clientSecret: the %s proves the client)" $at $m (ternary "signed assertion" "client assertion" (eq $m "private_key_jwt"))) -}}
+{{- fail (printf "%s: clientId is required with authMethod %s unless existingSecret is set (no clientSecret: the %s proves the client)" $at $shown (ternary "signed assertion" "client assertion" (eq $m "private_key_jwt"))) -}}
 {{- end -}}
 {{- if and (eq $m "private_key_jwt") (not $t.privateKey) -}}
 {{- fail (printf "%s: authMethod private_key_jwt needs privateKey (a PKCS#8 PEM; --set-file tokens[%d].privateKey=./key.pem), or existingSecret" $at $i) -}}
@@ -325,8 +368,8 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- fail (printf "%s: assertionLifetime %q must be between 1s and 1h (servers reject long-lived assertions)" $at .) -}}
 {{- end -}}
 {{- end -}}
-{{- if eq (toString $t.assertionAudience) "issuer" -}}
-{{- fail (printf "%s: assertionAudience issuer needs OIDC discovery, which this chart version does not render: use token_endpoint or the audience URL your server expects" $at) -}}
+{{- if and (eq (toString $t.assertionAudience) "issuer") (not $t.issuer) -}}
+{{- fail (printf "%s: assertionAudience issuer sends the issuer of OIDC discovery as aud, so it needs issuer (instead of %s): set issuer, or use token_endpoint or the audience URL your server expects" $at $urlKey) -}}
 {{- end -}}
 {{- end -}}
 {{- if $exchange -}}
@@ -336,9 +379,10 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- $needsSaToken := or (and (eq $m "client_assertion_file") (not $t.clientAssertionFile)) (and $exchange (not $t.subjectTokenFile)) -}}
+{{- $sa := "/var/run/secrets/token-vendor/token" -}}
+{{- $needsSaToken := or (and (eq $m "client_assertion_file") (eq (default $sa $t.clientAssertionFile) $sa)) (and $exchange (eq (default $sa $t.subjectTokenFile) $sa)) -}}
 {{- if and $needsSaToken (not $v.serviceAccountToken.enabled) -}}
-{{- fail (printf "%s: %s reads the pod's projected service-account token at /var/run/secrets/token-vendor/token: set serviceAccountToken.enabled: true (and its audience), or %s to a file you mount" $at (ternary "authMethod client_assertion_file" "grant token_exchange" (eq $m "client_assertion_file")) (ternary "clientAssertionFile" "subjectTokenFile" (eq $m "client_assertion_file"))) -}}
+{{- fail (printf "%s: %s reads the pod's projected service-account token at /var/run/secrets/token-vendor/token: set serviceAccountToken.enabled: true (and its audience), or %s to a file you mount" $at (ternary (printf "authMethod %s" $shown) "grant token_exchange" (eq $m "client_assertion_file")) (ternary "clientAssertionFile" "subjectTokenFile" (eq $m "client_assertion_file"))) -}}
 {{- end -}}
 {{- with $t.defaultLifetime -}}
 {{- if lt (include "token-vendor.durationSeconds" . | float64) 2.0 -}}
@@ -373,7 +417,7 @@ token's credentials Secret volume, by its authMethod. path is also the config ke
 */}}
 {{- define "token-vendor.credentialItems" -}}
 {{- $t := index . 1 -}}
-{{- $m := default "client_secret_basic" $t.authMethod -}}
+{{- $m := include "token-vendor.method" $t -}}
 {{- $items := list -}}
 {{- if or (ne $m "none") $t.clientId $t.clientIdKey -}}
 {{- $items = append $items (dict "key" (default (printf "%s.client_id" $t.name) $t.clientIdKey) "path" "client_id") -}}
@@ -426,7 +470,9 @@ state_dir: "/var/run/token-vendor/state/tv"
 tokens:
 {{- range $t := $v.tokens }}
   - name: {{ $t.name | toJson }}
-    {{- if $t.tokenUrl }}
+    {{- if $t.issuer }}
+    issuer: {{ $t.issuer | toJson }}
+    {{- else if $t.tokenUrl }}
     token_url: {{ $t.tokenUrl | toJson }}
     {{- else }}
     base_url: {{ $t.baseUrl | toJson }}
@@ -435,7 +481,8 @@ tokens:
     {{ .path }}_file: {{ printf "%s/%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name .path | toJson }}
     {{- end }}
     auth_method: {{ default "client_secret_basic" $t.authMethod | toJson }}
-    {{- if eq (toString $t.authMethod) "private_key_jwt" }}
+    {{- $m := include "token-vendor.method" $t }}
+    {{- if eq $m "private_key_jwt" }}
     {{- with $t.alg }}
     alg: {{ . | toJson }}
     {{- end }}
@@ -449,7 +496,7 @@ tokens:
     assertion_lifetime: {{ . | toJson }}
     {{- end }}
     {{- end }}
-    {{- if eq (toString $t.authMethod) "client_assertion_file" }}
+    {{- if eq $m "client_assertion_file" }}
     client_assertion_file: {{ default "/var/run/secrets/token-vendor/token" $t.clientAssertionFile | toJson }}
     {{- end }}
     {{- if eq (toString $t.grant) "token_exchange" }}
