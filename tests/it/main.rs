@@ -7,6 +7,7 @@ mod admin_flood;
 mod auth_blocks;
 mod check;
 mod daemon;
+mod exchange;
 mod exchange_server;
 mod harden_reads;
 mod hostile_output;
