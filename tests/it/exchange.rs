@@ -235,6 +235,56 @@ fn run_uses_a_rotated_subject_token_at_the_next_request_and_never_shows_it() {
     );
 }
 
+#[test]
+fn an_expired_subject_token_rotated_on_the_volume_wakes_the_failed_refresher_at_once() {
+    let sb = Sandbox::new();
+    let server = ExchangeServer::start(Rules::default());
+    let expired = subject_jwt(SUBJECT_AUD, unix_now() - 30);
+    let fresh = subject_jwt(SUBJECT_AUD, unix_now() + 3600);
+    let sa = sb.path("sa");
+    k8s_secret_update(&sa, &[("token", &expired)]);
+    let cfg = config(&sb, &server.url(), "    auth_method: none\n");
+    let mut p = Proc::run(&cfg);
+    // invalid_grant is permanent: the next attempt is planned max_backoff (30 s) away, not retried at once.
+    wait_until(
+        Duration::from_secs(20),
+        "invalid_grant in /status with the next attempt planned more than 20 s away",
+        || {
+            let body = p.get("/status").1;
+            serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+                body.contains("invalid_grant")
+                    && s["tokens"][0]["next_refresh"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339(t).ok())
+                        .is_some_and(|t| t > SystemTime::now() + Duration::from_secs(20))
+            })
+        },
+    );
+    assert!(!p.ready());
+    let refused = server.seen().len();
+    // The kubelet writes the new token: the watcher sees the `..data` swap of the subject token's directory.
+    k8s_secret_update(&sa, &[("token", &fresh)]);
+    let swapped = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "ready with the rotated subject token",
+        || p.ready(),
+    );
+    assert!(
+        swapped.elapsed() < Duration::from_secs(12),
+        "woken by the watcher, not by max_backoff: {:?}",
+        swapped.elapsed()
+    );
+    let seen = server.seen();
+    assert_eq!(
+        seen.len(),
+        refused + 1,
+        "one attempt after the swap: {seen:?}"
+    );
+    assert_eq!(seen[refused].form["subject_token"], fresh);
+    assert_no_leaks(&[("stderr", &p.logs())], &[expired, fresh]);
+}
+
 fn rfc3339(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().expect("a time string")).expect("RFC 3339")
 }
