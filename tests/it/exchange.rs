@@ -93,7 +93,10 @@ fn a_public_client_sends_the_exchange_form_without_credentials_as_gcp_sts_requir
         assert_eq!(last.authorization, None);
         assert_eq!(last.status, 200, "{}", last.outcome);
         assert_eq!(token_json(&sb)["access_token"], last.outcome.as_str());
-        assert_no_leaks(&[("stderr", &err), ("stdout", &out)], &[subject.clone()]);
+        assert_no_leaks(
+            &[("stderr", &err), ("stdout", &out)],
+            std::slice::from_ref(&subject),
+        );
     }
     assert_eq!(server.seen().len(), 2);
 }
