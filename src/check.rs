@@ -1,4 +1,4 @@
-//! The `check` command: the config, then every file and variable it refers to (credentials readable, CA and client certificate parseable, output directories writable), without contacting any server.
+//! The `check` command: the config, then every file and variable it refers to (credentials and the subject token readable, CA and client certificate parseable, output directories writable), without contacting any server.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,12 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
     }
     for (i, t) in config.tokens.iter().enumerate() {
         crate::config::auth::check_files(i, &t.auth, &mut problems);
+        for (key, message) in t.grant.check_files(std::time::SystemTime::now()) {
+            problems.push(Problem {
+                path: format!("tokens[{i}].{key}"),
+                message,
+            });
+        }
         for (key, src) in t.auth.sources() {
             if let Err(e) = src.load() {
                 problems.push(Problem {

@@ -151,4 +151,82 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn every_exchange_key_is_refused_with_client_credentials() {
+        for g in [None, Some(RawGrant::ClientCredentials)] {
+            let mut k = keys(g);
+            k.subject_token_file = Some("/x".into());
+            k.subject_token_type = Some(DEFAULT_SUBJECT_TOKEN_TYPE.into());
+            k.requested_token_type = Some(DEFAULT_SUBJECT_TOKEN_TYPE.into());
+            let e = grant(k, &BTreeMap::new(), "tokens[1]").unwrap_err();
+            let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    "tokens[1].subject_token_file",
+                    "tokens[1].subject_token_type",
+                    "tokens[1].requested_token_type"
+                ]
+            );
+            assert!(e.iter().all(|(_, m)| m.contains("grant: token_exchange")));
+        }
+    }
+
+    #[test]
+    fn params_may_not_override_what_the_exchange_sets_but_may_add_fields() {
+        for field in [
+            "subject_token",
+            "subject_token_type",
+            "requested_token_type",
+        ] {
+            let params = BTreeMap::from([(field.to_string(), "x".to_string())]);
+            let e = grant(keys(Some(RawGrant::TokenExchange)), &params, "t").unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].0, format!("t.params.{field}"));
+            assert!(e[0].1.contains("dedicated key"), "{e:?}");
+        }
+        // An actor token or a provider-specific field is the user's to add.
+        let params = BTreeMap::from([
+            ("actor_token_type".to_string(), "x".to_string()),
+            ("options".to_string(), "{}".to_string()),
+        ]);
+        assert!(grant(keys(Some(RawGrant::TokenExchange)), &params, "t").is_ok());
+        // Without token exchange those names mean nothing to token-vendor and are passed through.
+        let params = BTreeMap::from([("subject_token".to_string(), "x".to_string())]);
+        assert_eq!(
+            grant(keys(None), &params, "t").unwrap(),
+            Grant::ClientCredentials
+        );
+    }
+
+    #[test]
+    fn an_empty_file_and_types_that_are_not_uris_are_refused() {
+        let mut k = keys(Some(RawGrant::TokenExchange));
+        k.subject_token_file = Some(PathBuf::new());
+        k.subject_token_type = Some("jwt".into());
+        k.requested_token_type = Some("urn:ietf:params:oauth:token-type:access token".into());
+        let e = grant(k, &BTreeMap::new(), "t").unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "t.subject_token_file",
+                "t.subject_token_type",
+                "t.requested_token_type"
+            ]
+        );
+        let mut k = keys(Some(RawGrant::TokenExchange));
+        k.subject_token_file = Some("/run/sa/token".into());
+        k.subject_token_type = Some("urn:ietf:params:oauth:token-type:id_token".into());
+        k.requested_token_type = Some("urn:ietf:params:oauth:token-type:access_token".into());
+        assert_eq!(
+            grant(k, &BTreeMap::new(), "t").unwrap(),
+            Grant::TokenExchange {
+                subject_token_file: "/run/sa/token".into(),
+                subject_token_type: "urn:ietf:params:oauth:token-type:id_token".into(),
+                requested_token_type: Some("urn:ietf:params:oauth:token-type:access_token".into()),
+            }
+        );
+    }
 }

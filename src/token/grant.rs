@@ -2,15 +2,24 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use secrecy::SecretString;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::{AuthError, RequestContext, TokenRequest};
+use super::error::chain;
 use crate::credentials::CredentialError;
 use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
 
 /// RFC 8693 §2.1's `grant_type` for token exchange.
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// RFC 8693 §3 token types whose value is a JWT by definition.
+const JWT_TYPES: &[&str] = &[
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
@@ -62,6 +71,46 @@ impl Grant {
         Ok(())
     }
 
+    /// What `check` finds wrong with the files this grant reads, as (config key, message): the subject token is read
+    /// as a request would read it (regular file, bounded, UTF-8, not empty) and, when it is a JWT, its `exp` is
+    /// compared with `now`. Nothing is sent; no message contains the token.
+    pub fn check_files(&self, now: SystemTime) -> Vec<(&'static str, String)> {
+        let Grant::TokenExchange {
+            subject_token_file: path,
+            subject_token_type,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let token = match subject_token(path) {
+            Ok(t) => t,
+            Err(e) => return vec![("subject_token_file", chain(&e))],
+        };
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        match jwt_exp(token.expose_secret()) {
+            Some(Some(exp)) if exp <= now => vec![(
+                "subject_token_file",
+                format!(
+                    "the subject token in {} expired at {exp} (unix time, {} s ago) and was not rotated; the server will refuse it: check what writes it (kubelet projects the service-account token)",
+                    path.display(),
+                    now - exp
+                ),
+            )],
+            None if JWT_TYPES.contains(&subject_token_type.as_str()) => vec![(
+                "subject_token_file",
+                format!(
+                    "{} does not hold a JWT, but subject_token_type is {subject_token_type}; is this the right file?",
+                    path.display()
+                ),
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     /// A hash of what the grant reads now (the subject token), to notice a rotation; 0 for a grant that reads nothing.
     pub fn fingerprint(&self) -> Result<u64, AuthError> {
         match self {
@@ -70,12 +119,37 @@ impl Grant {
                 subject_token_file, ..
             } => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                secrecy::ExposeSecret::expose_secret(&subject_token(subject_token_file)?)
+                subject_token(subject_token_file)?
+                    .expose_secret()
                     .hash(&mut h);
                 Ok(h.finish())
             }
         }
     }
+}
+
+/// `Some(exp)` of a JWT's payload (`None` inside when it has none); `None` when it is not a JWT. Unlike a client
+/// assertion, a subject token may be an unsecured JWT (RFC 7519 §6), whose signature part is empty.
+fn jwt_exp(token: &str) -> Option<Option<u64>> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let decode = |p: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(serde_json::Value::is_object)
+    };
+    decode(header)?;
+    let claims = decode(payload)?;
+    Some(claims.get("exp").and_then(|e| {
+        e.as_u64()
+            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    }))
 }
 
 /// The subject token as the file has it now, trimmed of the newline editors add; never cached.
@@ -98,4 +172,100 @@ fn subject_token(path: &Path) -> Result<SecretString, AuthError> {
         }));
     }
     Ok(SecretString::from(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn exchange(path: &Path, kind: &str) -> Grant {
+        Grant::TokenExchange {
+            subject_token_file: path.to_path_buf(),
+            subject_token_type: kind.into(),
+            requested_token_type: None,
+        }
+    }
+
+    fn jwt(exp: u64) -> String {
+        let enc = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.sig",
+            enc(r#"{"alg":"none"}"#.into()),
+            enc(format!(r#"{{"exp":{exp}}}"#))
+        )
+    }
+
+    #[test]
+    fn check_names_the_subject_file_and_never_shows_the_token() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("token");
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let jwt_type = JWT_TYPES[0];
+        assert!(Grant::ClientCredentials.check_files(at(0)).is_empty());
+
+        let fresh = jwt(1000);
+        std::fs::write(&f, format!("{fresh}\n")).unwrap();
+        assert!(exchange(&f, jwt_type).check_files(at(999)).is_empty());
+        // An unsecured JWT (empty signature) and one without exp are JWTs too.
+        let unsecured = fresh.trim_end_matches("sig").to_string();
+        assert_eq!(jwt_exp(&unsecured), Some(Some(1000)));
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        assert_eq!(
+            jwt_exp(&format!("{}.{}.", enc("{}"), enc("{}"))),
+            Some(None)
+        );
+        for not_jwt in [
+            "a.b.c",
+            "x",
+            &format!("{}.{}", enc("{}"), enc("{}")),
+            &format!("{unsecured}.x"),
+        ] {
+            assert_eq!(jwt_exp(not_jwt), None, "{not_jwt}");
+        }
+
+        // At and past exp: the server would refuse it.
+        for now in [1000, 1005] {
+            let p = exchange(&f, jwt_type).check_files(at(now));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].0, "subject_token_file");
+            assert!(
+                p[0].1.contains(&f.display().to_string()) && p[0].1.contains("expired at 1000"),
+                "{p:?}"
+            );
+            assert!(!p[0].1.contains(&fresh));
+        }
+
+        // Not a JWT: wrong for the JWT types, fine for an opaque access token.
+        std::fs::write(&f, "opaque-subject-token").unwrap();
+        let p = exchange(&f, jwt_type).check_files(at(0));
+        assert!(p[0].1.contains("does not hold a JWT"), "{p:?}");
+        assert!(!p[0].1.contains("opaque-subject-token"), "{p:?}");
+        assert!(
+            exchange(&f, "urn:ietf:params:oauth:token-type:access_token")
+                .check_files(at(0))
+                .is_empty()
+        );
+
+        // Unreadable in every way a request would fail: each names the path.
+        let dir = tmp.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        let empty = tmp.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let big = tmp.path().join("big");
+        std::fs::write(&big, vec![b'a'; CREDENTIAL_LIMIT as usize + 1]).unwrap();
+        for (path, why) in [
+            (tmp.path().join("missing"), "No such file"),
+            (dir, "not a regular file"),
+            (empty, "empty"),
+            (big, "larger than"),
+        ] {
+            let p = exchange(&path, jwt_type).check_files(at(0));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].1.contains(&path.display().to_string()) && p[0].1.contains(why),
+                "{why}: {p:?}"
+            );
+        }
+    }
 }

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::{listen, read_request};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -93,34 +95,14 @@ impl ExchangeServer {
             seen: Mutex::new(Vec::new()),
             serial: AtomicU64::new(0),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sh = shared.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        acc = listener.accept() => {
-                            let Ok((stream, _)) = acc else { continue };
-                            let sh = sh.clone();
-                            tokio::spawn(async move { let _ = serve(stream, sh).await; });
-                        }
-                    }
-                }
-            });
+        let l = listen("127.0.0.1:0".parse().unwrap(), move |stream| {
+            serve(stream, sh.clone())
         });
-        let addr = rx.recv().unwrap();
         ExchangeServer {
-            addr,
+            addr: l.addr,
             shared,
-            stop: Some(stop_tx),
+            stop: Some(l.stop),
         }
     }
 
@@ -295,45 +277,14 @@ fn answer(
 }
 
 async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Ok(());
-        }
+    let Some(req) = read_request(&mut stream, 64 * 1024, 1 << 20).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut headers = BTreeMap::new();
-    for line in head.lines().skip(1) {
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        .min(1 << 20);
-    while buf.len() < head_end + len {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body_end = buf.len().min(head_end + len);
-    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&buf[head_end..body_end])
+    let body = &req.body[..req.body.len().min(req.content_length)];
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    let headers = req.headers;
     let authorization = headers.get("authorization").cloned();
     let rules = sh.rules.lock().unwrap().clone();
     let serial = sh.serial.fetch_add(1, Ordering::SeqCst) + 1;

@@ -334,6 +334,108 @@ pub fn run_demo_once(dir: &Path) -> (ExitStatus, String, String) {
 }
 
 // ---------------------------------------------------------------------------
+// The part every test HTTP server shares: a listener on its own thread and runtime, and a request reader.
+// ---------------------------------------------------------------------------
+
+/// A test server's listener, running until `stop` fires or is dropped.
+pub struct Listening {
+    pub addr: SocketAddr,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Binds `addr` (port 0 for any) on a thread with its own runtime and hands every connection to `handle`.
+pub fn listen<F, Fut>(addr: SocketAddr, handle: F) -> Listening
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    acc = listener.accept() => {
+                        let Ok((stream, _)) = acc else { continue };
+                        let served = handle(stream);
+                        tokio::spawn(async move { let _ = served.await; });
+                    }
+                }
+            }
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Listening { addr, stop, thread }
+}
+
+/// One HTTP/1.1 request as a test server read it.
+pub struct RawRequest {
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// Everything read after the head: the body, at least `Content-Length` bytes unless the peer closed early.
+    pub body: Vec<u8>,
+    /// `Content-Length` (0 when absent or unparseable), capped at the reader's `max_body`.
+    pub content_length: usize,
+}
+
+/// Reads a request head (at most about `max_head` bytes) and then up to `Content-Length` (capped at `max_body`)
+/// bytes of body. `None` when the peer closed before the head ended or the head is too long.
+pub async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    max_head: usize,
+    max_body: usize,
+) -> std::io::Result<Option<RawRequest>> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > max_head {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut headers = BTreeMap::new();
+    for line in head.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let content_length: usize = headers
+        .get("content-length")
+        .and_then(|v: &String| v.parse().ok())
+        .unwrap_or(0)
+        .min(max_body);
+    while buf.len() < head_end.saturating_add(content_length) {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some(RawRequest {
+        headers,
+        body: buf.split_off(head_end),
+        content_length,
+    }))
+}
+
+// ---------------------------------------------------------------------------
 // A scriptable token server: raw HTTP/1.1 over tokio, so that every fault can be produced exactly.
 // ---------------------------------------------------------------------------
 
@@ -435,35 +537,13 @@ impl TokenServer {
     }
 
     fn start_on(addr: SocketAddr, shared: Arc<Shared>) -> TokenServer {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        acc = listener.accept() => {
-                            let Ok((stream, _)) = acc else { continue };
-                            let sh = sh.clone();
-                            tokio::spawn(async move { let _ = serve(stream, sh).await; });
-                        }
-                    }
-                }
-            });
-        });
-        let addr = rx.recv().unwrap();
+        let l = listen(addr, move |stream| serve(stream, sh.clone()));
         TokenServer {
-            addr,
+            addr: l.addr,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            stop: Some(l.stop),
+            thread: Some(l.thread),
         }
     }
 
@@ -549,42 +629,12 @@ fn rand_hex() -> String {
 }
 
 async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
-    // Read the request head and body.
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 1 << 20 {
-            return Ok(());
-        }
+    // The whole body as read, without a cap on Content-Length: what this server always did.
+    let Some(req) = read_request(&mut stream, 1 << 20, usize::MAX).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut headers = BTreeMap::new();
-    for line in head.lines().skip(1) {
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    let headers = req.headers;
+    let body = String::from_utf8_lossy(&req.body).into_owned();
     let form = form_decode(&body);
     let raw_body = body.clone();
     let auth_header = headers.get("authorization").cloned();

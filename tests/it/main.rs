@@ -8,6 +8,7 @@ mod auth_blocks;
 mod check;
 mod daemon;
 mod discovery;
+mod exchange;
 mod exchange_server;
 mod harden_reads;
 mod hostile_output;
