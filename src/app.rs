@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
 use crate::token::error::chain;
-use crate::token::http::{HttpClientError, HttpClients};
+use crate::token::http::{HttpClientError, HttpClients, HttpConfig, TlsMaterial};
 use crate::token::{RequestSpec, TokenClient};
 use crate::watch::{watched_dirs, DirWatch};
 
@@ -181,6 +181,11 @@ struct Running {
     cfg: TokenConfig,
     /// The credentials' fingerprint when last looked at: the refresher is nudged only when it changes.
     credentials: Option<u64>,
+    /// The fingerprint of the CA / client certificate / key its HTTP client was built from: when the files say
+    /// otherwise, the client is rebuilt and the refresher restarted.
+    tls: Option<[u8; 32]>,
+    /// The last problem reading its TLS files, said once.
+    tls_problem: Option<String>,
     policy: RefreshPolicy,
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
@@ -269,6 +274,8 @@ impl Daemon {
             Running {
                 cfg: cfg.clone(),
                 credentials: credentials_now(cfg),
+                tls: self.clients.tls_fingerprint(&cfg.http, &cfg.token_url),
+                tls_problem: None,
                 policy,
                 stop,
                 wake,
@@ -307,6 +314,7 @@ impl Daemon {
                 r.wake.notify_one();
             }
         }
+        self.rotate_tls().await;
         // Reading and parsing run on the blocking pool: a FIFO, `/dev/zero` or a pathological document must never
         // stall the runtime thread, which answers /livez.
         let path = self.config_path.clone();
@@ -367,6 +375,75 @@ impl Daemon {
         self.applied_bytes = Some(bytes);
         self.rejected_bytes = None;
         self.metrics.reload(ReloadResult::success);
+    }
+
+    /// cert-manager and Secret updates replace CA, certificate and key files in place. A token whose TLS files no
+    /// longer match what its HTTP client was built from gets a new client and a restarted refresher, which requests
+    /// at once unless it still holds a valid token (a TLS failure on the old certificate leaves none). A file caught
+    /// half-written keeps the running client, with one warning, until the next change.
+    async fn rotate_tls(&mut self) {
+        let looked_at: Vec<(String, HttpConfig)> = self
+            .running
+            .iter()
+            .filter(|(_, r)| {
+                let h = &r.cfg.http;
+                h.ca_file.is_some() || h.client_cert_file.is_some()
+            })
+            .map(|(n, r)| (n.clone(), r.cfg.http.clone()))
+            .collect();
+        if looked_at.is_empty() {
+            return;
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            looked_at
+                .into_iter()
+                .map(|(n, h)| (n, TlsMaterial::read(&h).map(|m| m.fingerprint())))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(read) = read else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for (name, now) in read {
+            let Some(r) = self.running.get_mut(&name) else {
+                continue;
+            };
+            match now {
+                Ok(fp) if fp != r.tls => changed.push(name),
+                Ok(_) => r.tls_problem = None,
+                Err(e) => {
+                    let problem = chain(&e);
+                    if r.tls_problem.as_deref() != Some(&problem) {
+                        tracing::warn!(token = %name, problem = %problem, "cannot read the TLS files; the HTTP client in use stays");
+                        r.tls_problem = Some(problem);
+                    }
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        // Fresh clients for every token, so no cached client built from the old files is handed out again; tokens
+        // whose files did not change keep the client they run with.
+        let clients = match build_clients(self.config.tokens.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(problem = %chain(&e), "the new TLS files do not make a client; the HTTP client in use stays");
+                return;
+            }
+        };
+        self.clients = clients;
+        for name in changed {
+            let Some(r) = self.stop_token(&name).await else {
+                continue;
+            };
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, r.handle).await;
+            tracing::info!(token = %name, "TLS files changed; the HTTP client was rebuilt and the refresher restarted");
+            if let Err(e) = self.start(&r.cfg) {
+                tracing::error!(token = %name, problem = %chain(&e), "cannot start the refresher");
+            }
+        }
     }
 
     /// Logs once (per kind of failure) that the config file cannot be read; the running config stays.

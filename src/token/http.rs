@@ -65,11 +65,85 @@ pub enum HttpClientError {
     Build(#[source] reqwest::Error),
 }
 
+/// The PEM files of a token's HTTP client as read at one moment: what the client is built from and what its
+/// fingerprint is taken of, so the two always agree.
+#[derive(Default)]
+pub struct TlsMaterial {
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsMaterial {
+    /// Reads `ca_file`, `client_cert_file` and `client_key_file` (regular files only, at most PEM_LIMIT bytes each,
+    /// never blocking on a FIFO): call it off the runtime thread.
+    pub fn read(http: &HttpConfig) -> Result<TlsMaterial, HttpClientError> {
+        let ca = match &http.ca_file {
+            Some(path) => Some(read_bounded(path, PEM_LIMIT, true).map_err(|source| {
+                HttpClientError::ReadCa {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let read = |key: &'static str, path: &PathBuf| {
+            read_bounded(path, PEM_LIMIT, true).map_err(|source| {
+                HttpClientError::ReadClientIdentity {
+                    key,
+                    path: path.clone(),
+                    source,
+                }
+            })
+        };
+        let identity = match (&http.client_cert_file, &http.client_key_file) {
+            (Some(cert), Some(key)) => Some((
+                read("client_cert_file", cert)?,
+                read("client_key_file", key)?,
+            )),
+            _ => None,
+        };
+        Ok(TlsMaterial { ca, identity })
+    }
+
+    /// SHA-256 over every file's length and bytes; `None` when the client reads no file. Compared, never shown: it
+    /// tells a rotated certificate or key from the one in use without keeping the key's bytes around.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        if self.ca.is_none() && self.identity.is_none() {
+            return None;
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let parts = [
+            self.ca.as_deref(),
+            self.identity.as_ref().map(|(c, _)| c.as_slice()),
+            self.identity.as_ref().map(|(_, k)| k.as_slice()),
+        ];
+        for part in parts {
+            match part {
+                Some(bytes) => {
+                    ctx.update(&(bytes.len() as u64 + 1).to_be_bytes());
+                    ctx.update(bytes);
+                }
+                None => ctx.update(&0u64.to_be_bytes()),
+            }
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Some(out)
+    }
+}
+
 /// Builds the HTTP client for one token: rustls, timeouts, extra CA, client certificate, no redirects.
 ///
-/// Reads the PEM files (regular files only, at most PEM_LIMIT bytes each, never blocking on a FIFO): call it off the
-/// runtime thread.
+/// Reads the PEM files (see [`TlsMaterial::read`]): call it off the runtime thread.
 pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
+    build_from(http, url, &TlsMaterial::read(http)?)
+}
+
+fn build_from(
+    http: &HttpConfig,
+    url: &Url,
+    material: &TlsMaterial,
+) -> Result<reqwest::Client, HttpClientError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         // Loading the system's CA store costs milliseconds and memory that a plain-HTTP loopback endpoint never needs.
@@ -80,12 +154,8 @@ pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client
         .user_agent(USER_AGENT_VALUE)
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1);
-    if let Some(ca) = &http.ca_file {
-        let pem = read_bounded(ca, PEM_LIMIT, true).map_err(|source| HttpClientError::ReadCa {
-            path: ca.clone(),
-            source,
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+    if let (Some(ca), Some(pem)) = (&http.ca_file, &material.ca) {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
             HttpClientError::CaNotPem {
                 path: ca.clone(),
                 source,
@@ -98,38 +168,108 @@ pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client
             b = b.add_root_certificate(c);
         }
     }
-    if let (Some(cert), Some(key)) = (&http.client_cert_file, &http.client_key_file) {
-        let read = |key_name: &'static str, path: &PathBuf| {
-            read_bounded(path, PEM_LIMIT, true).map_err(|source| {
-                HttpClientError::ReadClientIdentity {
-                    key: key_name,
-                    path: path.clone(),
-                    source,
-                }
-            })
-        };
-        let mut pem = read("client_cert_file", cert)?;
+    if let Some((cert, key)) = &material.identity {
+        let mut pem = cert.clone();
         pem.push(b'\n');
-        pem.extend(read("client_key_file", key)?);
+        pem.extend_from_slice(key);
         let id = reqwest::Identity::from_pem(&pem).map_err(HttpClientError::ClientIdentity)?;
         b = b.identity(id);
     }
     b.build().map_err(HttpClientError::Build)
 }
 
+/// A built client and the fingerprint of the TLS material it was built from.
+#[derive(Clone)]
+struct Built {
+    client: reqwest::Client,
+    tls: Option<[u8; 32]>,
+}
+
 /// HTTP clients shared by tokens with the same HTTP settings: one pool and one CA store, not one per token.
 #[derive(Default)]
-pub struct HttpClients(Mutex<HashMap<(HttpConfig, bool), reqwest::Client>>);
+pub struct HttpClients(Mutex<HashMap<(HttpConfig, bool), Built>>);
 
 impl HttpClients {
     pub fn get(&self, http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
         let key = (http.clone(), url.scheme() == "https");
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+        if let Some(b) = map.get(&key) {
+            return Ok(b.client.clone());
         }
-        let c = build_http_client(http, url)?;
-        map.insert(key, c.clone());
-        Ok(c)
+        let material = TlsMaterial::read(http)?;
+        let built = Built {
+            client: build_from(http, url, &material)?,
+            tls: material.fingerprint(),
+        };
+        map.insert(key, built.clone());
+        Ok(built.client)
+    }
+
+    /// The fingerprint of the TLS material the cached client for these settings was built from (`None`: no TLS
+    /// files, or no client built yet).
+    pub fn tls_fingerprint(&self, http: &HttpConfig, url: &Url) -> Option<[u8; 32]> {
+        let key = (http.clone(), url.scheme() == "https");
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key).and_then(|b| b.tls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_fingerprint_follows_every_tls_file_and_is_none_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(TlsMaterial::read(&HttpConfig::default())
+            .unwrap()
+            .fingerprint()
+            .is_none());
+        let http = HttpConfig {
+            ca_file: Some(write(dir.path(), "ca.pem", "ca-1")),
+            client_cert_file: Some(write(dir.path(), "tls.crt", "cert-1")),
+            client_key_file: Some(write(dir.path(), "tls.key", "key-1")),
+            ..HttpConfig::default()
+        };
+        let fp = || TlsMaterial::read(&http).unwrap().fingerprint().unwrap();
+        let first = fp();
+        assert_eq!(first, fp(), "same bytes, same fingerprint");
+        let mut seen = vec![first];
+        for (name, body) in [
+            ("ca.pem", "ca-2"),
+            ("tls.crt", "cert-2"),
+            ("tls.key", "key-2"),
+        ] {
+            write(dir.path(), name, body);
+            let now = fp();
+            assert!(
+                !seen.contains(&now),
+                "{name} changed but the fingerprint did not"
+            );
+            seen.push(now);
+        }
+        // Bytes moved from one file to the next are a different set of files, not the same fingerprint.
+        write(dir.path(), "tls.crt", "cert-2key");
+        write(dir.path(), "tls.key", "-2");
+        assert!(!seen.contains(&fp()));
+    }
+
+    #[test]
+    fn an_unreadable_tls_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let http = HttpConfig {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..HttpConfig::default()
+        };
+        let e = TlsMaterial::read(&http)
+            .err()
+            .expect("a missing CA file is an error");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
     }
 }

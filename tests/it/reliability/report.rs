@@ -111,6 +111,11 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
         "H3. Hostile config by reload: FIFO, /dev/zero, directory, 150,000-level nesting",
     ),
     (
+        "h04a",
+        "H4. mTLS client certificate rotated in place (cert-manager / Secret update)",
+    ),
+    ("h04b", "H4. CA file rotated in place"),
+    (
         "h05b",
         "H5. Output directory swapped for a symlink after start",
     ),
