@@ -484,41 +484,15 @@ mod tests {
     }
 
     async fn serve(routes: Routes) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let routes = routes.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut n = 0;
-                    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                        match s.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => n += k,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let (status, body) = {
-                        let mut g = routes.0.lock().unwrap();
-                        g.1.push(path.clone());
-                        g.0.iter()
-                            .find(|(p, ..)| *p == path)
-                            .map(|(_, st, b)| (*st, b.clone()))
-                            .unwrap_or((404, "{}".into()))
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        addr
+        crate::token::test_http::serve(move |_, path| {
+            let mut g = routes.0.lock().unwrap();
+            g.1.push(path.to_string());
+            g.0.iter()
+                .find(|(p, ..)| *p == path)
+                .map(|(_, st, b)| (*st, b.clone(), vec![]))
+                .unwrap_or((404, "{}".into(), vec![]))
+        })
+        .await
     }
 
     #[tokio::test]

@@ -493,7 +493,6 @@ mod url_string {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn issuer(s: &str) -> Issuer {
         Issuer::parse(s).unwrap()
@@ -820,46 +819,18 @@ mod tests {
         seen: Arc<Mutex<Vec<String>>>,
     }
 
-    /// A tiny HTTP/1.1 server on 127.0.0.1 answering `script`; unknown paths get 404.
+    /// The loopback server answering `script`; unknown paths get 404.
     async fn serve(script: Script) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let script = script.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut n = 0;
-                    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                        match s.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => n += k,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    script.seen.lock().unwrap().push(path.clone());
-                    let (status, body, headers) = script
-                        .routes
-                        .iter()
-                        .find(|(p, ..)| *p == path)
-                        .map(|(_, st, b, h)| (*st, b.replace("ADDR", &addr.to_string()), h.clone()))
-                        .unwrap_or((404, "{}".into(), vec![]));
-                    let mut resp = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        body.len()
-                    );
-                    for (k, v) in headers {
-                        resp.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    resp.push_str("\r\n");
-                    resp.push_str(&body);
-                    let _ = s.write_all(resp.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        addr
+        crate::token::test_http::serve(move |addr, path| {
+            script.seen.lock().unwrap().push(path.to_string());
+            script
+                .routes
+                .iter()
+                .find(|(p, ..)| *p == path)
+                .map(|(_, st, b, h)| (*st, b.replace("ADDR", &addr.to_string()), h.clone()))
+                .unwrap_or((404, "{}".into(), vec![]))
+        })
+        .await
     }
 
     fn script(routes: &[(&str, u16, &str)]) -> Script {

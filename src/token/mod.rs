@@ -7,6 +7,8 @@ pub mod error;
 pub mod grant;
 pub mod http;
 pub mod jws;
+#[cfg(test)]
+mod test_http;
 #[allow(clippy::module_inception)]
 pub mod token;
 
