@@ -350,22 +350,25 @@ fn reliability_12b_client_certificate_is_presented() {
 
 /// Runs a rotation scenario against `front`: the sidecar gets a token, `break_server` makes the server refuse what
 /// the sidecar presents or trusts (seen as a `tls` error), then the TLS files in `tls/` are replaced the kubelet's
-/// way with `rotated`. Returns the milliseconds from that swap to a new token in the token file, and the number of
-/// tokens issued; asserts the process was never restarted and is ready afterwards.
+/// way with `rotated`. `others`: YAML of more tokens, appended to the config. Returns the milliseconds from that
+/// swap to a new token in the token file, and the process; asserts it was never restarted and is ready afterwards.
+#[allow(clippy::too_many_arguments)]
 fn rotation_scenario(
     row: &mut Row,
     server: &TokenServer,
     sb: &Sandbox,
     cfg: &mut Cfg,
+    others: &str,
     first: &[(&str, &str)],
     break_server: impl FnOnce(),
     rotated: &[(&str, &str)],
-) -> u128 {
+) -> (u128, Proc) {
     k8s_secret_update(&sb.path("tls"), first);
     // A permanent TLS error is retried only at max_backoff (60 s): within the 3 s below, only the watch on the TLS
     // files' directory can bring the token back.
     cfg.max_backoff = "60s";
-    let path = cfg.write(sb);
+    cfg.write(sb);
+    let path = sb.write("c.yaml", &format!("{}{others}", cfg.yaml(sb)));
     let mut p = Proc::run(&path);
     p.wait_admin();
     let pid = p.pid();
@@ -419,7 +422,7 @@ fn rotation_scenario(
     let mut secrets = cfg.secrets();
     secrets.extend(server.issued());
     scan(row, &mut p, &[], &secrets);
-    took.as_millis()
+    (took.as_millis(), p)
 }
 
 #[test]
@@ -427,34 +430,69 @@ fn reliability_h04a_a_rotated_client_certificate_is_used_without_restart() {
     let mut row = Row::new(
         "h04a",
         "mTLS token server switches to requiring a client certificate from a new CA; the sidecar's client_cert_file and client_key_file are then replaced by a `..data` swap",
-        "the old certificate is refused (kind tls); after the swap the sidecar rebuilds that token's HTTP client and has a new token within 3 s, same pid, ready",
+        "the old certificate is refused (kind tls); after the swap the sidecar rebuilds that token's HTTP client and has a new token within 3 s, same pid, ready; a second token trusting the unchanged ca_file of the same volume is not restarted",
     );
     let (old, new) = (pki(), pki());
     let server = TokenServer::start(Behavior::issue(60));
     let front = TlsFront::start(server.addr, &old, true);
+    // A second token trusts the same ca_file, in the same volume, whose content the rotation leaves as it was: the
+    // same nudge reaches it, and it must be left alone.
+    let steady_front = TlsFront::start(server.addr, &old, false);
     let sb = Sandbox::new();
-    sb.write("ca.pem", &old.ca_pem);
     let mut cfg = Cfg::new(&front.url());
     cfg.http = format!(
         ", ca_file: {}, client_cert_file: {}, client_key_file: {}",
-        sb.path("ca.pem").display(),
+        sb.path("tls/ca.pem").display(),
         sb.path("tls/tls.crt").display(),
         sb.path("tls/tls.key").display()
     );
-    let took = rotation_scenario(
+    let steady = format!(
+        "  - name: steady\n    token_url: {}\n    client_id: steady-{}\n    client_secret_file: {}\n    http: {{timeout: 1s, connect_timeout: 1s, ca_file: {}}}\n    outputs:\n      - {{path: {}, format: raw}}\n",
+        steady_front.url(),
+        rand_hex(),
+        sb.path("secret").display(),
+        sb.path("tls/ca.pem").display(),
+        sb.path("steady-token").display(),
+    );
+    let (took, p) = rotation_scenario(
         &mut row,
         &server,
         &sb,
         &mut cfg,
+        &steady,
         &[
+            ("ca.pem", &old.ca_pem),
             ("tls.crt", &old.client_pem),
             ("tls.key", &old.client_key_pem),
         ],
         || front.serve(&old, Some(&new)),
         &[
+            ("ca.pem", &old.ca_pem),
             ("tls.crt", &new.client_pem),
             ("tls.key", &new.client_key_pem),
         ],
+    );
+    let restarts = |token: &str| {
+        p.log_lines()
+            .iter()
+            .filter(|l| {
+                l["token"] == token
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("TLS files changed"))
+            })
+            .count()
+    };
+    assert_eq!(restarts("svc"), 1, "{}", p.describe());
+    assert_eq!(
+        restarts("steady"),
+        0,
+        "the token whose TLS files did not change was restarted\n{}",
+        p.describe()
+    );
+    assert!(
+        sb.read("steady-token").is_some_and(|t| !t.is_empty()),
+        "the steady token has its token"
     );
     let last = front
         .handshakes()
@@ -467,7 +505,7 @@ fn reliability_h04a_a_rotated_client_certificate_is_used_without_restart() {
         "the new certificate is presented"
     );
     row.figure(format!(
-        "new token {took} ms after the swap (bound 3,000 ms); the server saw the new client certificate; same pid"
+        "new token {took} ms after the swap (bound 3,000 ms); the server saw the new client certificate; same pid; the token sharing the unchanged ca_file was not restarted"
     ));
     row.pass();
 }
@@ -485,11 +523,12 @@ fn reliability_h04b_a_rotated_ca_file_is_trusted_without_restart() {
     let sb = Sandbox::new();
     let mut cfg = Cfg::new(&front.url());
     cfg.http = format!(", ca_file: {}", sb.path("tls/ca.pem").display());
-    let took = rotation_scenario(
+    let (took, _p) = rotation_scenario(
         &mut row,
         &server,
         &sb,
         &mut cfg,
+        "",
         &[("ca.pem", &old.ca_pem)],
         || front.serve(&new, None),
         &[("ca.pem", &new.ca_pem)],
