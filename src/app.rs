@@ -249,6 +249,11 @@ impl Daemon {
     }
 
     fn start(&mut self, cfg: &TokenConfig) -> Result<(), Error> {
+        self.start_as(cfg, false)
+    }
+
+    /// `at_once`: the first request goes out at once even if a still-valid token is adopted.
+    fn start_as(&mut self, cfg: &TokenConfig, at_once: bool) -> Result<(), Error> {
         let policy = self.config.refresh;
         let (refresher, sink) = build_refresher(
             cfg,
@@ -267,6 +272,11 @@ impl Daemon {
                 refresher.on_started(tx)
             }
             None => refresher,
+        };
+        let refresher = if at_once {
+            refresher.at_once()
+        } else {
+            refresher
         };
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
@@ -379,7 +389,7 @@ impl Daemon {
 
     /// cert-manager and Secret updates replace CA, certificate and key files in place. A token whose TLS files no
     /// longer match what its HTTP client was built from gets a new client and a restarted refresher, which requests
-    /// at once unless it still holds a valid token it can adopt (a TLS failure on the old certificate leaves none).
+    /// at once if its last attempt failed or it holds no valid token it can adopt from its warm-start state.
     /// Files that cannot be read or do not make a client (caught half-written) keep the running client, with one
     /// warning naming the file, until the next change. Other tokens are not touched.
     async fn rotate_tls(&mut self) {
@@ -441,8 +451,15 @@ impl Daemon {
                 continue;
             };
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, r.handle).await;
-            tracing::info!(token = %name, "TLS files changed; the HTTP client was rebuilt and the refresher restarted");
-            if let Err(e) = self.start(&r.cfg) {
+            // After a failure (a handshake the old files lost, say) the new files are tried at once. A token that is
+            // still valid and did not fail keeps its planned refresh (adopted from the warm-start state): nothing
+            // waits on it, and a CA bundle rotated every few hours must not cost a request each time.
+            let failed = self
+                .state
+                .update(&name, |s| s.consecutive_failures > 0)
+                .unwrap_or(true);
+            tracing::info!(token = %name, request_now = failed, "TLS files changed; the HTTP client was rebuilt and the refresher restarted");
+            if let Err(e) = self.start_as(&r.cfg, failed) {
                 tracing::error!(token = %name, problem = %chain(&e), "cannot start the refresher");
             }
         }
