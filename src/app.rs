@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
 use crate::token::error::chain;
-use crate::token::http::{HttpClientError, HttpClients, HttpConfig, TlsMaterial};
+use crate::token::http::{HttpClientError, HttpClients, HttpConfig, Rotation};
 use crate::token::{RequestSpec, TokenClient};
 use crate::watch::{watched_dirs, DirWatch};
 
@@ -249,6 +249,11 @@ impl Daemon {
     }
 
     fn start(&mut self, cfg: &TokenConfig) -> Result<(), Error> {
+        self.start_as(cfg, false)
+    }
+
+    /// `at_once`: the first request goes out at once even if a still-valid token is adopted.
+    fn start_as(&mut self, cfg: &TokenConfig, at_once: bool) -> Result<(), Error> {
         let policy = self.config.refresh;
         let (refresher, sink) = build_refresher(
             cfg,
@@ -267,6 +272,11 @@ impl Daemon {
                 refresher.on_started(tx)
             }
             None => refresher,
+        };
+        let refresher = if at_once {
+            refresher.at_once()
+        } else {
+            refresher
         };
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
@@ -379,17 +389,25 @@ impl Daemon {
 
     /// cert-manager and Secret updates replace CA, certificate and key files in place. A token whose TLS files no
     /// longer match what its HTTP client was built from gets a new client and a restarted refresher, which requests
-    /// at once unless it still holds a valid token (a TLS failure on the old certificate leaves none). A file caught
-    /// half-written keeps the running client, with one warning, until the next change.
+    /// at once if its last attempt failed or it holds no valid token it can adopt from its warm-start state.
+    /// Files that cannot be read or do not make a client (caught half-written) keep the running client, with one
+    /// warning naming the file, until the next change. Other tokens are not touched.
     async fn rotate_tls(&mut self) {
-        let looked_at: Vec<(String, HttpConfig)> = self
+        let looked_at: Vec<(String, HttpConfig, url::Url, Option<[u8; 32]>)> = self
             .running
             .iter()
             .filter(|(_, r)| {
                 let h = &r.cfg.http;
                 h.ca_file.is_some() || h.client_cert_file.is_some()
             })
-            .map(|(n, r)| (n.clone(), r.cfg.http.clone()))
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    r.cfg.http.clone(),
+                    r.cfg.token_url.clone(),
+                    r.tls,
+                )
+            })
             .collect();
         if looked_at.is_empty() {
             return;
@@ -397,50 +415,51 @@ impl Daemon {
         let read = tokio::task::spawn_blocking(move || {
             looked_at
                 .into_iter()
-                .map(|(n, h)| (n, TlsMaterial::read(&h).map(|m| m.fingerprint())))
+                .map(|(n, h, url, running)| {
+                    let rotation = HttpClients::rotation(&h, &url, running);
+                    (n, h, url, rotation)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
         let Ok(read) = read else {
             return;
         };
-        let mut changed = Vec::new();
-        for (name, now) in read {
+        for (name, http, url, rotation) in read {
             let Some(r) = self.running.get_mut(&name) else {
                 continue;
             };
-            match now {
-                Ok(fp) if fp != r.tls => changed.push(name),
-                Ok(_) => r.tls_problem = None,
-                Err(e) => {
+            let built = match rotation {
+                Rotation::Same => {
+                    r.tls_problem = None;
+                    continue;
+                }
+                Rotation::Unusable(e) => {
                     let problem = chain(&e);
                     if r.tls_problem.as_deref() != Some(&problem) {
-                        tracing::warn!(token = %name, problem = %problem, "cannot read the TLS files; the HTTP client in use stays");
+                        tracing::warn!(token = %name, problem = %problem, "cannot use the TLS files; the HTTP client in use stays until they change again");
                         r.tls_problem = Some(problem);
                     }
+                    continue;
                 }
-            }
-        }
-        if changed.is_empty() {
-            return;
-        }
-        // Fresh clients for every token, so no cached client built from the old files is handed out again; tokens
-        // whose files did not change keep the client they run with.
-        let clients = match build_clients(self.config.tokens.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(problem = %chain(&e), "the new TLS files do not make a client; the HTTP client in use stays");
-                return;
-            }
-        };
-        self.clients = clients;
-        for name in changed {
+                Rotation::Changed(built) => built,
+            };
+            // The cache hands the new client to this token's restart (and to any token with the same settings,
+            // which saw the same files change); tokens running with the old client keep it.
+            self.clients.replace(&http, &url, built);
             let Some(r) = self.stop_token(&name).await else {
                 continue;
             };
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, r.handle).await;
-            tracing::info!(token = %name, "TLS files changed; the HTTP client was rebuilt and the refresher restarted");
-            if let Err(e) = self.start(&r.cfg) {
+            // After a failure (a handshake the old files lost, say) the new files are tried at once. A token that is
+            // still valid and did not fail keeps its planned refresh (adopted from the warm-start state): nothing
+            // waits on it, and a CA bundle rotated every few hours must not cost a request each time.
+            let failed = self
+                .state
+                .update(&name, |s| s.consecutive_failures > 0)
+                .unwrap_or(true);
+            tracing::info!(token = %name, request_now = failed, "TLS files changed; the HTTP client was rebuilt and the refresher restarted");
+            if let Err(e) = self.start_as(&r.cfg, failed) {
                 tracing::error!(token = %name, problem = %chain(&e), "cannot start the refresher");
             }
         }

@@ -139,6 +139,8 @@ pub struct Refresher<V: Vend> {
     started: Option<tokio::sync::oneshot::Sender<()>>,
     /// `once`: no refresh follows a success and no retry follows a permanent error, so neither is announced.
     one_shot: bool,
+    /// The first request goes out at once, even after adopting a still-valid token (see [`Refresher::at_once`]).
+    at_once: bool,
 }
 
 /// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
@@ -185,12 +187,20 @@ impl<V: Vend> Refresher<V> {
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
             started: None,
             one_shot: false,
+            at_once: false,
         }
     }
 
     /// For `once`: logs say nothing of a next refresh or a retry that will never come.
     pub fn one_shot(mut self) -> Self {
         self.one_shot = true;
+        self
+    }
+
+    /// Requests at once instead of at the adopted token's planned refresh: a restart for a change that may fix
+    /// what the last attempt failed on (new TLS files) must not wait for a schedule that failure already missed.
+    pub fn at_once(mut self) -> Self {
+        self.at_once = true;
         self
     }
 
@@ -439,7 +449,12 @@ impl<V: Vend> Refresher<V> {
             state: self.state.clone(),
             name: self.name.clone(),
         };
-        let first = self.warm_start().await.unwrap_or_default();
+        let adopted = self.warm_start().await.unwrap_or_default();
+        let first = if self.at_once {
+            Duration::ZERO
+        } else {
+            adopted
+        };
         if let Some(tx) = self.started.take() {
             let _ = tx.send(());
         }

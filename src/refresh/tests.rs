@@ -306,6 +306,26 @@ async fn a_warm_restart_adopts_the_saved_token_without_a_request() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_at_once_restart_requests_at_once_even_with_a_token_to_adopt() {
+    let r = rig();
+    let script = Script::new([Step::Issue(Duration::from_secs(1000))]);
+    let mut first = refresher(&r, &script, RefreshPolicy::default());
+    first.refresh_once().await;
+    tokio::time::sleep(Duration::from_secs(100)).await;
+
+    let script2 = Script::new([Step::Issue(Duration::from_secs(1000))]);
+    let (stop, _, h) = spawn(refresher(&r, &script2, RefreshPolicy::default()).at_once());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        script2.calls().len(),
+        1,
+        "new TLS files after a failure are tried at once, not at the adopted token's planned refresh"
+    );
+    stop.send(true).unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_token_with_little_life_left_is_not_adopted() {
     let r = rig();
     let script = Script::new([Step::Issue(Duration::from_secs(100))]);

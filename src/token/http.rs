@@ -59,8 +59,13 @@ pub enum HttpClientError {
         #[source]
         source: ReadError,
     },
-    #[error("client_cert_file/client_key_file are not a PEM certificate and key")]
-    ClientIdentity(#[source] reqwest::Error),
+    #[error("client_cert_file {} and client_key_file {} are not a PEM certificate and key", cert.display(), key.display())]
+    ClientIdentity {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("cannot set up the HTTP client")]
     Build(#[source] reqwest::Error),
 }
@@ -168,11 +173,22 @@ fn build_from(
             b = b.add_root_certificate(c);
         }
     }
-    if let Some((cert, key)) = &material.identity {
+    if let (Some((cert, key)), Some(cert_file), Some(key_file)) = (
+        &material.identity,
+        &http.client_cert_file,
+        &http.client_key_file,
+    ) {
         let mut pem = cert.clone();
         pem.push(b'\n');
         pem.extend_from_slice(key);
-        let id = reqwest::Identity::from_pem(&pem).map_err(HttpClientError::ClientIdentity)?;
+        let id = reqwest::Identity::from_pem(&pem).map_err(|source| {
+            // Names the files, never their bytes: the key must not reach a log line.
+            HttpClientError::ClientIdentity {
+                cert: cert_file.clone(),
+                key: key_file.clone(),
+                source,
+            }
+        })?;
         b = b.identity(id);
     }
     b.build().map_err(HttpClientError::Build)
@@ -180,9 +196,35 @@ fn build_from(
 
 /// A built client and the fingerprint of the TLS material it was built from.
 #[derive(Clone)]
-struct Built {
+pub struct Built {
     client: reqwest::Client,
     tls: Option<[u8; 32]>,
+}
+
+impl Built {
+    /// Reads the TLS files once and builds from those bytes, so the fingerprint is of what the client holds.
+    fn new(http: &HttpConfig, url: &Url) -> Result<Built, HttpClientError> {
+        let material = TlsMaterial::read(http)?;
+        Ok(Built {
+            client: build_from(http, url, &material)?,
+            tls: material.fingerprint(),
+        })
+    }
+
+    pub fn tls_fingerprint(&self) -> Option<[u8; 32]> {
+        self.tls
+    }
+}
+
+/// What a token's TLS files say compared with the client it runs with.
+pub enum Rotation {
+    /// Same content (or no TLS files): nothing to do.
+    Same,
+    /// New content that makes a client: this one, built from exactly the bytes fingerprinted.
+    Changed(Built),
+    /// New or unreadable content that does not make a client (a file caught half-written, say): keep the running
+    /// client. The error names the file, never its bytes.
+    Unusable(HttpClientError),
 }
 
 /// HTTP clients shared by tokens with the same HTTP settings: one pool and one CA store, not one per token.
@@ -190,17 +232,17 @@ struct Built {
 pub struct HttpClients(Mutex<HashMap<(HttpConfig, bool), Built>>);
 
 impl HttpClients {
+    fn key(http: &HttpConfig, url: &Url) -> (HttpConfig, bool) {
+        (http.clone(), url.scheme() == "https")
+    }
+
     pub fn get(&self, http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
-        let key = (http.clone(), url.scheme() == "https");
+        let key = Self::key(http, url);
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = map.get(&key) {
             return Ok(b.client.clone());
         }
-        let material = TlsMaterial::read(http)?;
-        let built = Built {
-            client: build_from(http, url, &material)?,
-            tls: material.fingerprint(),
-        };
+        let built = Built::new(http, url)?;
         map.insert(key, built.clone());
         Ok(built.client)
     }
@@ -208,9 +250,32 @@ impl HttpClients {
     /// The fingerprint of the TLS material the cached client for these settings was built from (`None`: no TLS
     /// files, or no client built yet).
     pub fn tls_fingerprint(&self, http: &HttpConfig, url: &Url) -> Option<[u8; 32]> {
-        let key = (http.clone(), url.scheme() == "https");
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key).and_then(|b| b.tls)
+        map.get(&Self::key(http, url)).and_then(|b| b.tls)
+    }
+
+    /// Compares the TLS files as they are now with `running` (the fingerprint the token's client was built from)
+    /// and builds a new client when they differ. Reads the files: call it off the runtime thread.
+    pub fn rotation(http: &HttpConfig, url: &Url, running: Option<[u8; 32]>) -> Rotation {
+        let material = match TlsMaterial::read(http) {
+            Ok(m) => m,
+            Err(e) => return Rotation::Unusable(e),
+        };
+        let tls = material.fingerprint();
+        if tls == running {
+            return Rotation::Same;
+        }
+        match build_from(http, url, &material) {
+            Ok(client) => Rotation::Changed(Built { client, tls }),
+            Err(e) => Rotation::Unusable(e),
+        }
+    }
+
+    /// Caches `built` for these settings in place of the client built from the old files, so the next
+    /// [`HttpClients::get`] hands it out; tokens still running with the old client keep it until restarted.
+    pub fn replace(&self, http: &HttpConfig, url: &Url, built: Built) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(Self::key(http, url), built);
     }
 }
 
@@ -271,5 +336,74 @@ mod tests {
             .err()
             .expect("a missing CA file is an error");
         assert!(e.to_string().contains("missing.pem"), "{e}");
+    }
+
+    /// A self-signed certificate and its key, as PEM.
+    fn identity(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_rotation_is_seen_by_content_builds_a_new_client_and_keeps_the_old_one_when_the_new_files_are_bad(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::parse("https://127.0.0.1:1/token").unwrap();
+        let (cert, key) = identity("first");
+        let http = HttpConfig {
+            ca_file: Some(write(dir.path(), "ca.pem", &cert)),
+            client_cert_file: Some(write(dir.path(), "tls.crt", &cert)),
+            client_key_file: Some(write(dir.path(), "tls.key", &key)),
+            ..HttpConfig::default()
+        };
+        let clients = HttpClients::default();
+        clients.get(&http, &url).unwrap();
+        let running = clients.tls_fingerprint(&http, &url);
+        assert!(running.is_some());
+        assert!(matches!(
+            HttpClients::rotation(&http, &url, running),
+            Rotation::Same
+        ));
+
+        // Same paths, new content: a new client, cached in place of the old one.
+        let (cert2, key2) = identity("second");
+        write(dir.path(), "tls.crt", &cert2);
+        write(dir.path(), "tls.key", &key2);
+        let Rotation::Changed(built) = HttpClients::rotation(&http, &url, running) else {
+            panic!("new certificate and key not seen");
+        };
+        let rotated = built.tls_fingerprint();
+        assert!(rotated.is_some() && rotated != running);
+        clients.replace(&http, &url, built);
+        assert_eq!(clients.tls_fingerprint(&http, &url), rotated);
+        assert!(matches!(
+            HttpClients::rotation(&http, &url, rotated),
+            Rotation::Same
+        ));
+
+        // A key caught half-written, then a missing certificate: unusable, each error names its file and never
+        // shows the key's bytes.
+        write(dir.path(), "tls.key", &key2[..key2.len() / 2]);
+        let Rotation::Unusable(e) = HttpClients::rotation(&http, &url, rotated) else {
+            panic!("a half-written key must not make a client");
+        };
+        let said = crate::token::error::chain(&e);
+        assert!(said.contains("tls.key"), "{said}");
+        let key_body: String = key2.lines().nth(1).unwrap().to_string();
+        assert!(
+            !said.contains(&key_body),
+            "the key's bytes were shown: {said}"
+        );
+        std::fs::remove_file(dir.path().join("tls.crt")).unwrap();
+        let Rotation::Unusable(e) = HttpClients::rotation(&http, &url, rotated) else {
+            panic!("a missing certificate must not make a client");
+        };
+        assert!(e.to_string().contains("tls.crt"), "{e}");
+        // The cached client stays the rotated one until usable files arrive.
+        assert_eq!(clients.tls_fingerprint(&http, &url), rotated);
     }
 }

@@ -116,6 +116,10 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
     ),
     ("h04b", "H4. CA file rotated in place"),
     (
+        "h04c",
+        "H4. TLS files caught half-written during a rotation",
+    ),
+    (
         "h05b",
         "H5. Output directory swapped for a symlink after start",
     ),

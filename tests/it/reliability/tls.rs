@@ -349,29 +349,32 @@ fn reliability_12b_client_certificate_is_presented() {
 }
 
 /// Runs a rotation scenario against `front`: the sidecar gets a token, `break_server` makes the server refuse what
-/// the sidecar presents or trusts (seen as a `tls` error), then the TLS files in `tls/` are replaced the kubelet's
-/// way with `rotated`. Returns the milliseconds from that swap to a new token in the token file, and the number of
-/// tokens issued; asserts the process was never restarted and is ready afterwards.
+/// the sidecar presents or trusts (seen as a `tls` error; it may also do more to the running process), then the TLS files in `tls/` are replaced the kubelet's
+/// way with `rotated`. `others`: YAML of more tokens, appended to the config. Returns the milliseconds from that
+/// swap to a new token in the token file, and the process; asserts it was never restarted and is ready afterwards.
+#[allow(clippy::too_many_arguments)]
 fn rotation_scenario(
     row: &mut Row,
     server: &TokenServer,
     sb: &Sandbox,
     cfg: &mut Cfg,
+    others: &str,
     first: &[(&str, &str)],
-    break_server: impl FnOnce(),
+    break_server: impl FnOnce(&mut Proc),
     rotated: &[(&str, &str)],
-) -> u128 {
+) -> (u128, Proc) {
     k8s_secret_update(&sb.path("tls"), first);
     // A permanent TLS error is retried only at max_backoff (60 s): within the 3 s below, only the watch on the TLS
     // files' directory can bring the token back.
     cfg.max_backoff = "60s";
-    let path = cfg.write(sb);
+    cfg.write(sb);
+    let path = sb.write("c.yaml", &format!("{}{others}", cfg.yaml(sb)));
     let mut p = Proc::run(&path);
     p.wait_admin();
     let pid = p.pid();
     wait_until(Duration::from_secs(20), "a first token", || p.ready());
 
-    break_server();
+    break_server(&mut p);
     wait_until(
         Duration::from_secs(30),
         "a tls error once the server changed",
@@ -411,15 +414,20 @@ fn rotation_scenario(
         p.ready()
     });
     assert!(server.issued().len() > issued_before);
+    // After the refused handshake the restarted refresher requests at once (not at a planned refresh).
     assert!(
-        p.logs().contains("TLS files changed"),
-        "the rebuild is said in the log\n{}",
+        p.log_lines().iter().any(|l| l["token"] == "svc"
+            && l["request_now"] == true
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("TLS files changed"))),
+        "the rebuild is said in the log, with an immediate request\n{}",
         p.describe()
     );
     let mut secrets = cfg.secrets();
     secrets.extend(server.issued());
     scan(row, &mut p, &[], &secrets);
-    took.as_millis()
+    (took.as_millis(), p)
 }
 
 #[test]
@@ -427,34 +435,69 @@ fn reliability_h04a_a_rotated_client_certificate_is_used_without_restart() {
     let mut row = Row::new(
         "h04a",
         "mTLS token server switches to requiring a client certificate from a new CA; the sidecar's client_cert_file and client_key_file are then replaced by a `..data` swap",
-        "the old certificate is refused (kind tls); after the swap the sidecar rebuilds that token's HTTP client and has a new token within 3 s, same pid, ready",
+        "the old certificate is refused (kind tls); after the swap the sidecar rebuilds that token's HTTP client and has a new token within 3 s, same pid, ready; a second token trusting the unchanged ca_file of the same volume is not restarted",
     );
     let (old, new) = (pki(), pki());
     let server = TokenServer::start(Behavior::issue(60));
     let front = TlsFront::start(server.addr, &old, true);
+    // A second token trusts the same ca_file, in the same volume, whose content the rotation leaves as it was: the
+    // same nudge reaches it, and it must be left alone.
+    let steady_front = TlsFront::start(server.addr, &old, false);
     let sb = Sandbox::new();
-    sb.write("ca.pem", &old.ca_pem);
     let mut cfg = Cfg::new(&front.url());
     cfg.http = format!(
         ", ca_file: {}, client_cert_file: {}, client_key_file: {}",
-        sb.path("ca.pem").display(),
+        sb.path("tls/ca.pem").display(),
         sb.path("tls/tls.crt").display(),
         sb.path("tls/tls.key").display()
     );
-    let took = rotation_scenario(
+    let steady = format!(
+        "  - name: steady\n    token_url: {}\n    client_id: steady-{}\n    client_secret_file: {}\n    http: {{timeout: 1s, connect_timeout: 1s, ca_file: {}}}\n    outputs:\n      - {{path: {}, format: raw}}\n",
+        steady_front.url(),
+        rand_hex(),
+        sb.path("secret").display(),
+        sb.path("tls/ca.pem").display(),
+        sb.path("steady-token").display(),
+    );
+    let (took, p) = rotation_scenario(
         &mut row,
         &server,
         &sb,
         &mut cfg,
+        &steady,
         &[
+            ("ca.pem", &old.ca_pem),
             ("tls.crt", &old.client_pem),
             ("tls.key", &old.client_key_pem),
         ],
-        || front.serve(&old, Some(&new)),
+        |_| front.serve(&old, Some(&new)),
         &[
+            ("ca.pem", &old.ca_pem),
             ("tls.crt", &new.client_pem),
             ("tls.key", &new.client_key_pem),
         ],
+    );
+    let restarts = |token: &str| {
+        p.log_lines()
+            .iter()
+            .filter(|l| {
+                l["token"] == token
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("TLS files changed"))
+            })
+            .count()
+    };
+    assert_eq!(restarts("svc"), 1, "{}", p.describe());
+    assert_eq!(
+        restarts("steady"),
+        0,
+        "the token whose TLS files did not change was restarted\n{}",
+        p.describe()
+    );
+    assert!(
+        sb.read("steady-token").is_some_and(|t| !t.is_empty()),
+        "the steady token has its token"
     );
     let last = front
         .handshakes()
@@ -467,7 +510,7 @@ fn reliability_h04a_a_rotated_client_certificate_is_used_without_restart() {
         "the new certificate is presented"
     );
     row.figure(format!(
-        "new token {took} ms after the swap (bound 3,000 ms); the server saw the new client certificate; same pid"
+        "new token {took} ms after the swap (bound 3,000 ms); the server saw the new client certificate; same pid; the token sharing the unchanged ca_file was not restarted"
     ));
     row.pass();
 }
@@ -485,17 +528,114 @@ fn reliability_h04b_a_rotated_ca_file_is_trusted_without_restart() {
     let sb = Sandbox::new();
     let mut cfg = Cfg::new(&front.url());
     cfg.http = format!(", ca_file: {}", sb.path("tls/ca.pem").display());
-    let took = rotation_scenario(
+    let (took, _p) = rotation_scenario(
         &mut row,
         &server,
         &sb,
         &mut cfg,
+        "",
         &[("ca.pem", &old.ca_pem)],
-        || front.serve(&new, None),
+        |_| front.serve(&new, None),
         &[("ca.pem", &new.ca_pem)],
     );
     row.figure(format!(
         "new token {took} ms after the swap (bound 3,000 ms); same pid"
+    ));
+    row.pass();
+}
+
+#[test]
+fn reliability_h04c_tls_files_caught_half_written_keep_the_running_client() {
+    let mut row = Row::new(
+        "h04c",
+        "mTLS rotation caught half-written: after the server starts requiring a new CA's certificate, the volume is swapped twice to the new certificate with a truncated key, then to the complete pair",
+        "the truncated key keeps the running client, with one warning naming the files (never their bytes) for both swaps, no restart; the complete pair then brings a new token within 3 s, same pid, ready",
+    );
+    let (old, new) = (pki(), pki());
+    let server = TokenServer::start(Behavior::issue(60));
+    let front = TlsFront::start(server.addr, &old, true);
+    let sb = Sandbox::new();
+    let mut cfg = Cfg::new(&front.url());
+    cfg.http = format!(
+        ", ca_file: {}, client_cert_file: {}, client_key_file: {}",
+        sb.path("tls/ca.pem").display(),
+        sb.path("tls/tls.crt").display(),
+        sb.path("tls/tls.key").display()
+    );
+    let key = new.client_key_pem.clone();
+    let half = &key[..key.len() / 2];
+    let key_line = key.lines().nth(1).unwrap_or_default().to_string();
+    let tls = sb.path("tls");
+    let warnings = |p: &Proc| -> Vec<String> {
+        p.log_lines()
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("cannot use the TLS files"))
+            })
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let (took, p) = rotation_scenario(
+        &mut row,
+        &server,
+        &sb,
+        &mut cfg,
+        "",
+        &[
+            ("ca.pem", &old.ca_pem),
+            ("tls.crt", &old.client_pem),
+            ("tls.key", &old.client_key_pem),
+        ],
+        |p| {
+            front.serve(&old, Some(&new));
+            wait_until(Duration::from_secs(30), "a tls error", || {
+                p.get("/status").1.contains("\"kind\":\"tls\"")
+            });
+            for _ in 0..2 {
+                k8s_secret_update(
+                    &tls,
+                    &[
+                        ("ca.pem", &old.ca_pem),
+                        ("tls.crt", &new.client_pem),
+                        ("tls.key", half),
+                    ],
+                );
+                wait_until(Duration::from_secs(10), "a warning", || {
+                    !warnings(p).is_empty()
+                });
+            }
+            // Time for the second swap's nudge (it arrives within a few hundred milliseconds, h04a).
+            std::thread::sleep(Duration::from_millis(1500));
+            let said = warnings(p);
+            assert_eq!(
+                said.len(),
+                1,
+                "one warning for the same problem\n{}",
+                p.describe()
+            );
+            assert!(
+                said[0].contains("tls.key"),
+                "the file is named: {}",
+                said[0]
+            );
+            assert!(!said[0].contains(&key_line), "the key's bytes were logged");
+            assert!(
+                !p.logs().contains("TLS files changed"),
+                "no restart on files that do not make a client\n{}",
+                p.describe()
+            );
+        },
+        &[
+            ("ca.pem", &old.ca_pem),
+            ("tls.crt", &new.client_pem),
+            ("tls.key", &new.client_key_pem),
+        ],
+    );
+    assert!(!p.logs().contains(&key_line), "the key's bytes were logged");
+    row.figure(format!(
+        "2 half-written swaps: 1 warning naming tls.key, no restart; complete pair: new token {took} ms after the swap (bound 3,000 ms); same pid"
     ));
     row.pass();
 }
