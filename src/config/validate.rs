@@ -461,6 +461,7 @@ fn inert_token(i: usize) -> TokenConfig {
         default_lifetime: Duration::from_secs(300),
         http: HttpConfig::default(),
         outputs: Vec::new(),
+        notify: None,
     }
 }
 
@@ -621,6 +622,11 @@ fn token_config(
         problems.into_iter().for_each(|(p, m)| c.problem(p, m));
         Grant::ClientCredentials
     });
+    let notify = raw.notify.and_then(|n| {
+        super::notify::notify(n, at)
+            .map_err(|problems| problems.into_iter().for_each(|(p, m)| c.problem(p, m)))
+            .ok()
+    });
     let inline = || CredentialSource::inline("-".into());
     let auth = if method == RawAuthMethod::None {
         ClientAuth::None { client_id }
@@ -663,6 +669,7 @@ fn token_config(
         default_lifetime,
         http,
         outputs,
+        notify,
     }
 }
 
@@ -757,7 +764,8 @@ fn token_url(
     Some(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// A loopback host: an IPv4 or IPv6 loopback address, or `localhost`.
+pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
