@@ -101,6 +101,7 @@ impl Notifier {
     pub fn start<D: Deliver>(
         token: &str,
         kind: &'static str,
+        target: String,
         deliver: D,
         policy: RefreshPolicy,
         retry: Retry,
@@ -112,6 +113,7 @@ impl Notifier {
         let worker = Worker {
             token: token.to_string(),
             kind,
+            target,
             deliver,
             policy,
             retry,
@@ -158,6 +160,8 @@ impl Notifier {
 struct Worker<D> {
     token: String,
     kind: &'static str,
+    /// The URL, or the signal and the pid file: what a problem is about.
+    target: String,
     deliver: D,
     policy: RefreshPolicy,
     retry: Retry,
@@ -210,7 +214,13 @@ impl<D: Deliver> Worker<D> {
             };
             let result = match ended {
                 Ended::Superseded => {
-                    // The attempt in flight is dropped (its connection closed): the newer token is what counts.
+                    // The attempt in flight is dropped (its connection closed): the newer token is what counts. An
+                    // app that never answers is worth its warning too, though no attempt of it ever ends.
+                    let miss = Miss {
+                        class: "unanswered",
+                        detail: format!("{}: no answer before a newer token came", self.target),
+                    };
+                    self.show(NotifyResult::superseded, Some(miss), false);
                     pending = self.take(&rx, Some(notice));
                     failures = 0;
                     continue;
@@ -262,13 +272,19 @@ impl<D: Deliver> Worker<D> {
 
     /// Counts, shows and logs one attempt's result; true when it is worth trying again.
     fn record(&mut self, a: Attempt) -> bool {
-        let now = self.state.clock().wall();
         let (result, miss, again) = match a {
             Attempt::Delivered => (NotifyResult::success, None, false),
             Attempt::Skipped(m) => (NotifyResult::skipped, Some(m), false),
             Attempt::Failed { miss, retry } => (NotifyResult::error, Some(miss), retry),
         };
         self.metrics.notify(&self.token, result);
+        self.show(result, miss, again);
+        again
+    }
+
+    /// Shows a result in `/status` and logs it: a problem once per class, the first success after it once.
+    fn show(&mut self, result: NotifyResult, miss: Option<Miss>, again: bool) {
+        let now = self.state.clock().wall();
         let problem = miss.as_ref().map(|m| m.detail.clone());
         self.state.update(&self.token, |s| {
             if let Some(n) = &mut s.notify {
@@ -286,20 +302,24 @@ impl<D: Deliver> Worker<D> {
             } else {
                 tracing::debug!(token = %self.token, kind = self.kind, "the app was told that its token changed");
             }
-            return false;
+            return;
         };
         if self.warned == Some(m.class) {
             tracing::debug!(token = %self.token, kind = self.kind, problem = %m.detail, "could not tell the app again");
-            return again;
+            return;
         }
         self.warned = Some(m.class);
         let then = match (result, again && self.retry == Retry::UntilSuperseded) {
-            (NotifyResult::skipped, _) => "nothing to signal; an app that starts reads the token file anyway; said once until this changes",
-            (_, true) => "retrying with backoff until it is told or a newer token replaces this one; said once until this changes",
-            (_, false) => "not retried; said once until this changes",
+            (NotifyResult::skipped, _) => {
+                "nothing to signal; an app that starts reads the token file anyway"
+            }
+            (NotifyResult::superseded, _) => "it is told of the newer token instead",
+            (_, true) => {
+                "retrying with backoff until it is told or a newer token replaces this one"
+            }
+            (_, false) => "not retried",
         };
-        tracing::warn!(token = %self.token, kind = self.kind, problem = %m.detail, "could not tell the app that its token changed: {then}");
-        again
+        tracing::warn!(token = %self.token, kind = self.kind, problem = %m.detail, "could not tell the app that its token changed: {then}; said once until this changes");
     }
 }
 
@@ -331,7 +351,7 @@ pub fn attach(
             .as_ref()
             .is_some_and(|n| n.kind == hook.kind() && n.target == target)
         {
-            s.notify = Some(NotifyStatus::new(hook.kind(), target));
+            s.notify = Some(NotifyStatus::new(hook.kind(), target.clone()));
         }
     });
     let (state, metrics) = (state.clone(), metrics.clone());
@@ -339,6 +359,7 @@ pub fn attach(
         NotifyConfig::Http { url, timeout } => Notifier::start(
             &cfg.name,
             hook.kind(),
+            target,
             HttpHook::new(&cfg.name, url, *timeout)?,
             policy,
             retry,
@@ -351,6 +372,7 @@ pub fn attach(
             Notifier::start(
                 &cfg.name,
                 hook.kind(),
+                target,
                 SignalHook {
                     pid_file: pid_file.clone(),
                     signal: *signal,

@@ -108,6 +108,7 @@ fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
     let notifier = Notifier::start(
         T,
         "http",
+        "http://127.0.0.1/".into(),
         script,
         policy(),
         retry,
@@ -139,9 +140,12 @@ impl Rig {
         ["success", "error", "skipped", "superseded"].map(|r| self.count(r))
     }
 
-    /// The next attempt, waiting (on the paused clock) as long as it takes.
+    /// The next attempt, within a (paused-clock) day: a notifier stuck on one attempt fails the test, not hangs it.
     async fn attempt(&mut self) -> (Instant, Notice) {
-        self.seen.recv().await.expect("the notifier task ended")
+        tokio::time::timeout(Duration::from_secs(86_400), self.seen.recv())
+            .await
+            .expect("no attempt within a day")
+            .expect("the notifier task ended")
     }
 
     /// Whether any attempt comes within `d`.

@@ -13,6 +13,7 @@ mod exchange_server;
 mod harden_reads;
 mod hostile_output;
 mod hostile_state;
+mod notify;
 mod once;
 mod operator;
 mod ops_check;
