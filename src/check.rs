@@ -273,6 +273,48 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_hook_pid_file_is_checked_if_present_warned_about_if_not_and_never_an_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("secret"), "s").unwrap();
+        let cfg = d.join("config.yaml");
+        let y = format!(
+            "tokens:\n  - name: a\n    token_url: https://idp.example/token\n    client_id: id\n    client_secret_file: {d}/secret\n    outputs: [{{path: {d}/token}}]\n    notify: {{signal: {{pid_file: {d}/app.pid}}}}\n",
+            d = d.display()
+        );
+        std::fs::write(&cfg, &y).unwrap();
+        let r = check(&cfg);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert_eq!(r.warnings[0].path, "tokens[0].notify.signal.pid_file");
+        assert!(r.warnings[0].message.contains("does not exist yet"));
+        std::fs::write(d.join("app.pid"), "4242\n").unwrap();
+        let r = check(&cfg);
+        assert!(r.problems.is_empty() && r.warnings.is_empty(), "{r:?}");
+        std::fs::write(d.join("app.pid"), "not a pid, maybe a secret").unwrap();
+        let r = check(&cfg);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].path, "tokens[0].notify.signal.pid_file");
+        assert!(
+            r.problems[0].message.contains("does not hold a process id")
+                && !r.problems[0].message.contains("secret"),
+            "{:?}",
+            r.problems
+        );
+        let out = y.replace(
+            &format!("outputs: [{{path: {}/token}}]", d.display()),
+            &format!("outputs: [{{path: {}/app.pid}}]", d.display()),
+        );
+        std::fs::write(&cfg, &out).unwrap();
+        let p = check(&cfg).problems;
+        assert!(
+            p.iter().any(|p| p.path == "tokens[0].outputs[0].path"
+                && p.message.contains("the pid file of tokens[0].notify")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn an_output_may_not_overwrite_what_the_sidecar_reads_or_keeps() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
