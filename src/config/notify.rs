@@ -285,10 +285,19 @@ mod tests {
             "{p:?}"
         );
         let p = token("    notify: {command: reload.sh}\n").unwrap_err();
+        assert_eq!(p.len(), 1, "no cascade: {p:?}");
         assert!(
             p[0].starts_with("tokens[0].notify.command: unknown key `command`"),
             "{p:?}"
         );
+        let p = token("    notify: {http: {timeout: 1s}}\n").unwrap_err();
+        assert_eq!(
+            p,
+            vec!["tokens[0].notify.http: required key `url` is missing; add it"]
+        );
+        let p = token("    notify: SIGHUP\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("tokens[0].notify: "), "{p:?}");
     }
 
     #[test]

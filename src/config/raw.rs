@@ -100,7 +100,8 @@ pub struct RawToken {
     pub subject_token_file: Option<PathBuf>,
     pub subject_token_type: Option<String>,
     pub requested_token_type: Option<String>,
-    pub notify: Option<RawNotify>,
+    /// Read into [`RawNotify`] on its own, so that a bad key inside is not also reported as a missing hook.
+    pub notify: Option<serde_yaml_ng::Value>,
 }
 
 /// `notify`: how the app is told that its token changed (checked in `config::notify`).

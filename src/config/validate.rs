@@ -11,8 +11,8 @@ use serde_yaml_ng::Value;
 use url::Url;
 
 use super::raw::{
-    OneOrMany, RawAuthMethod, RawLog, RawLogFormat, RawMode, RawOnExit, RawOutput, RawRefresh,
-    RawReload, RawToken,
+    OneOrMany, RawAuthMethod, RawLog, RawLogFormat, RawMode, RawNotify, RawOnExit, RawOutput,
+    RawRefresh, RawReload, RawToken,
 };
 use super::{
     Config, Discovery, Format, HttpConfig, LogConfig, LogFormat, OnExit, OutputConfig, Problem,
@@ -622,7 +622,13 @@ fn token_config(
         problems.into_iter().for_each(|(p, m)| c.problem(p, m));
         Grant::ClientCredentials
     });
-    let notify = raw.notify.and_then(|n| {
+    let notify = raw.notify.and_then(|v| {
+        let before = c.problems.len();
+        let n = c.field::<RawNotify>(v, &format!("{at}.notify"))?;
+        // A key refused inside (and taken out) is the problem: not also "set http or signal".
+        if c.problems.len() > before {
+            return None;
+        }
         super::notify::notify(n, at)
             .map_err(|problems| problems.into_iter().for_each(|(p, m)| c.problem(p, m)))
             .ok()
