@@ -86,6 +86,18 @@ pub enum Retry {
     Never,
 }
 
+/// What a notifier is for: whose hook, how it delivers and how it retries.
+pub struct Hook<D> {
+    pub token: String,
+    /// `http` or `signal`, as `/status` and the logs name it.
+    pub kind: &'static str,
+    /// The URL, or the signal and the pid file: what a problem is about.
+    pub target: String,
+    pub deliver: D,
+    pub policy: RefreshPolicy,
+    pub retry: Retry,
+}
+
 /// A token's notifier: [`publish`](Notifier::publish) never waits; the task behind it delivers.
 #[derive(Debug)]
 pub struct Notifier {
@@ -96,27 +108,17 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the delivery task of `token`. `seed` fixes the backoff jitter (tests).
-    #[allow(clippy::too_many_arguments)]
+    /// Starts the delivery task of `hook`. `seed` fixes the backoff jitter (tests).
     pub fn start<D: Deliver>(
-        token: &str,
-        kind: &'static str,
-        target: String,
-        deliver: D,
-        policy: RefreshPolicy,
-        retry: Retry,
+        hook: Hook<D>,
         state: Arc<State>,
         metrics: Arc<Metrics>,
         seed: Option<u64>,
     ) -> Notifier {
         let (tx, rx) = watch::channel(None);
+        let token = hook.token.clone();
         let worker = Worker {
-            token: token.to_string(),
-            kind,
-            target,
-            deliver,
-            policy,
-            retry,
+            hook,
             state,
             metrics,
             rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
@@ -127,7 +129,7 @@ impl Notifier {
             tx,
             seq: 0,
             task: tokio::spawn(worker.run(rx)),
-            token: token.to_string(),
+            token,
         }
     }
 
@@ -158,13 +160,7 @@ impl Notifier {
 }
 
 struct Worker<D> {
-    token: String,
-    kind: &'static str,
-    /// The URL, or the signal and the pid file: what a problem is about.
-    target: String,
-    deliver: D,
-    policy: RefreshPolicy,
-    retry: Retry,
+    hook: Hook<D>,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     rng: StdRng,
@@ -196,7 +192,7 @@ impl<D: Deliver> Worker<D> {
                 continue;
             };
             let ended = {
-                let attempt = self.deliver.deliver(notice);
+                let attempt = self.hook.deliver.deliver(notice);
                 tokio::pin!(attempt);
                 loop {
                     if closed {
@@ -218,7 +214,10 @@ impl<D: Deliver> Worker<D> {
                     // app that never answers is worth its warning too, though no attempt of it ever ends.
                     let miss = Miss {
                         class: "unanswered",
-                        detail: format!("{}: no answer before a newer token came", self.target),
+                        detail: format!(
+                            "{}: no answer before a newer token came",
+                            self.hook.target
+                        ),
                     };
                     self.show(NotifyResult::superseded, Some(miss), false);
                     pending = self.take(&rx, Some(notice));
@@ -228,12 +227,12 @@ impl<D: Deliver> Worker<D> {
                 Ended::Attempt(a) => a,
             };
             let again = self.record(result);
-            if !again || closed || self.retry == Retry::Never {
+            if !again || closed || self.hook.retry == Retry::Never {
                 pending = None;
                 continue;
             }
             failures += 1;
-            let delay = backoff(&self.policy, failures, self.rng.random());
+            let delay = backoff(&self.hook.policy, failures, self.rng.random());
             tokio::select! {
                 biased;
                 r = rx.changed() => match r {
@@ -261,10 +260,11 @@ impl<D: Deliver> Worker<D> {
         };
         let skipped = n.seq.saturating_sub(self.taken + 1) + u64::from(undelivered.is_some());
         for _ in 0..skipped {
-            self.metrics.notify(&self.token, NotifyResult::superseded);
+            self.metrics
+                .notify(&self.hook.token, NotifyResult::superseded);
         }
         if skipped > 0 {
-            tracing::debug!(token = %self.token, superseded = skipped, "a newer token replaced a notification not yet delivered");
+            tracing::debug!(token = %self.hook.token, superseded = skipped, "a newer token replaced a notification not yet delivered");
         }
         self.taken = n.seq;
         Some(n)
@@ -277,7 +277,7 @@ impl<D: Deliver> Worker<D> {
             Attempt::Skipped(m) => (NotifyResult::skipped, Some(m), false),
             Attempt::Failed { miss, retry } => (NotifyResult::error, Some(miss), retry),
         };
-        self.metrics.notify(&self.token, result);
+        self.metrics.notify(&self.hook.token, result);
         self.show(result, miss, again);
         again
     }
@@ -286,7 +286,7 @@ impl<D: Deliver> Worker<D> {
     fn show(&mut self, result: NotifyResult, miss: Option<Miss>, again: bool) {
         let now = self.state.clock().wall();
         let problem = miss.as_ref().map(|m| m.detail.clone());
-        self.state.update(&self.token, |s| {
+        self.state.update(&self.hook.token, |s| {
             if let Some(n) = &mut s.notify {
                 n.last_result = Some(result.as_str());
                 n.last_attempt = Some(now);
@@ -298,18 +298,18 @@ impl<D: Deliver> Worker<D> {
         });
         let Some(m) = miss else {
             if self.warned.take().is_some() {
-                tracing::info!(token = %self.token, kind = self.kind, "the app was told that its token changed; it is reachable again");
+                tracing::info!(token = %self.hook.token, kind = self.hook.kind, "the app was told that its token changed; it is reachable again");
             } else {
-                tracing::debug!(token = %self.token, kind = self.kind, "the app was told that its token changed");
+                tracing::debug!(token = %self.hook.token, kind = self.hook.kind, "the app was told that its token changed");
             }
             return;
         };
         if self.warned == Some(m.class) {
-            tracing::debug!(token = %self.token, kind = self.kind, problem = %m.detail, "could not tell the app again");
+            tracing::debug!(token = %self.hook.token, kind = self.hook.kind, problem = %m.detail, "could not tell the app again");
             return;
         }
         self.warned = Some(m.class);
-        let then = match (result, again && self.retry == Retry::UntilSuperseded) {
+        let then = match (result, again && self.hook.retry == Retry::UntilSuperseded) {
             (NotifyResult::skipped, _) => {
                 "nothing to signal; an app that starts reads the token file anyway"
             }
@@ -319,7 +319,7 @@ impl<D: Deliver> Worker<D> {
             }
             (_, false) => "not retried",
         };
-        tracing::warn!(token = %self.token, kind = self.kind, problem = %m.detail, "could not tell the app that its token changed: {then}; said once until this changes");
+        tracing::warn!(token = %self.hook.token, kind = self.hook.kind, problem = %m.detail, "could not tell the app that its token changed: {then}; said once until this changes");
     }
 }
 
@@ -332,12 +332,13 @@ pub fn attach(
     state: &Arc<State>,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Notifier>, reqwest::Error> {
-    let Some(hook) = &cfg.notify else {
+    let Some(config) = &cfg.notify else {
         state.update(&cfg.name, |s| s.notify = None);
         metrics.forget_notify(&cfg.name);
         return Ok(None);
     };
-    let target = match hook {
+    let kind = config.kind();
+    let target = match config {
         NotifyConfig::Http { url, .. } => url.to_string(),
         NotifyConfig::Signal { pid_file, signal } => {
             format!("{} to the pid in {}", signal.name, pid_file.display())
@@ -349,42 +350,52 @@ pub fn attach(
         if !s
             .notify
             .as_ref()
-            .is_some_and(|n| n.kind == hook.kind() && n.target == target)
+            .is_some_and(|n| n.kind == kind && n.target == target)
         {
-            s.notify = Some(NotifyStatus::new(hook.kind(), target.clone()));
+            s.notify = Some(NotifyStatus::new(kind, target.clone()));
         }
     });
-    let (state, metrics) = (state.clone(), metrics.clone());
-    Ok(Some(match hook {
-        NotifyConfig::Http { url, timeout } => Notifier::start(
-            &cfg.name,
-            hook.kind(),
-            target,
-            HttpHook::new(&cfg.name, url, *timeout)?,
-            policy,
-            retry,
-            state,
-            metrics,
-            None,
-        ),
+    let deliver = match config {
+        NotifyConfig::Http { url, timeout } => {
+            Hooked::Http(HttpHook::new(&cfg.name, url, *timeout)?)
+        }
         NotifyConfig::Signal { pid_file, signal } => {
             protect_process();
-            Notifier::start(
-                &cfg.name,
-                hook.kind(),
-                target,
-                SignalHook {
-                    pid_file: pid_file.clone(),
-                    signal: *signal,
-                },
-                policy,
-                retry,
-                state,
-                metrics,
-                None,
-            )
+            Hooked::Signal(SignalHook {
+                pid_file: pid_file.clone(),
+                signal: *signal,
+            })
         }
-    }))
+    };
+    let hook = Hook {
+        token: cfg.name.clone(),
+        kind,
+        target,
+        deliver,
+        policy,
+        retry,
+    };
+    Ok(Some(Notifier::start(
+        hook,
+        state.clone(),
+        metrics.clone(),
+        None,
+    )))
+}
+
+/// The configured way of telling the app.
+pub enum Hooked {
+    Http(HttpHook),
+    Signal(SignalHook),
+}
+
+impl Deliver for Hooked {
+    async fn deliver(&self, notice: Notice) -> Attempt {
+        match self {
+            Hooked::Http(h) => h.deliver(notice).await,
+            Hooked::Signal(s) => s.deliver(notice).await,
+        }
+    }
 }
 
 /// A signal hook needs a shared process namespace, where the app (running as our uid, the only way an unprivileged

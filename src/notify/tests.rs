@@ -105,17 +105,15 @@ fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
         seen: tx,
         dropped: dropped.clone(),
     };
-    let notifier = Notifier::start(
-        T,
-        "http",
-        "http://127.0.0.1/".into(),
-        script,
-        policy(),
+    let hook = Hook {
+        token: T.into(),
+        kind: "http",
+        target: "http://127.0.0.1/".into(),
+        deliver: script,
+        policy: policy(),
         retry,
-        state.clone(),
-        metrics.clone(),
-        Some(7),
-    );
+    };
+    let notifier = Notifier::start(hook, state.clone(), metrics.clone(), Some(7));
     Rig {
         notifier,
         seen,

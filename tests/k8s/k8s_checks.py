@@ -171,6 +171,13 @@ def mount_for(c, path):
     return best
 
 
+def emptydir_mount(c, path, volumes):
+    """(mount, volume) of container c's emptyDir mount that holds path, or (None, None)."""
+    m = mount_for(c, path)
+    vol = volumes.get((m or {}).get("name"), {})
+    return (m, vol) if m is not None and "emptyDir" in vol else (None, None)
+
+
 def find_doc(docs, kind, name):
     for d in docs:
         if d.get("kind") == kind and (d.get("metadata") or {}).get("name") == name:
@@ -477,9 +484,8 @@ def check_pod(docs, doc, pod, mode, defaults):
                 fail(where, f"token {tname}: http.{k} {p} is on no volume mount of the sidecar")
         for o in t.get("outputs") or []:
             p = o.get("path", "")
-            m = mount_for(sidecar, p)
-            vol = volumes.get((m or {}).get("name"), {})
-            if m is None or "emptyDir" not in vol:
+            m, vol = emptydir_mount(sidecar, p, volumes)
+            if m is None:
                 fail(where, f"token {tname}: output {p} is not on an emptyDir mount of the sidecar")
                 continue
             token_mounts.add(m["name"])
@@ -532,9 +538,8 @@ def check_pod(docs, doc, pod, mode, defaults):
         if pod.get("shareProcessNamespace") is not True:
             fail(where, f"token {tname}: notify.signal without shareProcessNamespace: true (the sidecar cannot see the app's process)")
         pf = sig.get("pid_file", "")
-        m = mount_for(sidecar, pf)
-        vol = volumes.get((m or {}).get("name"), {})
-        if m is None or "emptyDir" not in vol:
+        m, _ = emptydir_mount(sidecar, pf, volumes)
+        if m is None:
             fail(where, f"token {tname}: pid file {pf} is not on an emptyDir mount of the sidecar")
             continue
         if not m.get("readOnly"):
