@@ -390,6 +390,32 @@ fn once_tells_a_running_app_once_and_a_dead_app_does_not_fail_it() {
     assert!(started.elapsed() < Duration::from_secs(10), "{logs}");
     assert_eq!(logs.matches("could not tell the app").count(), 1, "{logs}");
     assert_eq!(app.got().len(), 1);
+
+    // A proxy from the environment never carries the POST out of the pod, and `localhost` is 127.0.0.1 whatever
+    // a resolver says (the token request, to 127.0.0.1, is exempted by NO_PROXY).
+    let url = format!("http://localhost:{}/x", app.addr.port());
+    let cfg = config(&sb, &server.url(), &format!("{{http: {{url: \"{url}\"}}}}"));
+    let proxy = "http://127.0.0.1:9";
+    let envs = [
+        ("HTTP_PROXY", proxy),
+        ("http_proxy", proxy),
+        ("ALL_PROXY", proxy),
+        ("NO_PROXY", "127.0.0.1"),
+        ("no_proxy", "127.0.0.1"),
+    ];
+    let args = [
+        "once",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--timeout",
+        "20s",
+    ];
+    let (status, _, logs) = run_to_end(&args, sb.dir.path(), &envs, Duration::from_secs(60));
+    assert!(status.success(), "{logs}");
+    wait_until(Duration::from_secs(5), "the POST past the proxy", || {
+        app.got().len() == 2
+    });
+    assert!(!logs.contains("could not tell the app"), "{logs}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
