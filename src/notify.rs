@@ -357,11 +357,11 @@ pub fn attach(
     });
     let deliver = match config {
         NotifyConfig::Http { url, timeout } => {
-            Hooked::Http(HttpHook::new(&cfg.name, url, *timeout)?)
+            Delivery::Http(HttpHook::new(&cfg.name, url, *timeout)?)
         }
         NotifyConfig::Signal { pid_file, signal } => {
             protect_process();
-            Hooked::Signal(SignalHook {
+            Delivery::Signal(SignalHook {
                 pid_file: pid_file.clone(),
                 signal: *signal,
             })
@@ -384,16 +384,16 @@ pub fn attach(
 }
 
 /// The configured way of telling the app.
-pub enum Hooked {
+pub enum Delivery {
     Http(HttpHook),
     Signal(SignalHook),
 }
 
-impl Deliver for Hooked {
+impl Deliver for Delivery {
     async fn deliver(&self, notice: Notice) -> Attempt {
         match self {
-            Hooked::Http(h) => h.deliver(notice).await,
-            Hooked::Signal(s) => s.deliver(notice).await,
+            Delivery::Http(h) => h.deliver(notice).await,
+            Delivery::Signal(s) => s.deliver(notice).await,
         }
     }
 }
