@@ -1,0 +1,76 @@
+"""Calls an API with the token token-vendor vends, Python standard library only (urllib).
+
+Pattern: cache the token until the refresh_time in token.json, then read the file again by path.
+A urllib handler is the standard hook: the opener runs it for every request it sends.
+"""
+
+import datetime as dt
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class VendedTokenAuth(urllib.request.BaseHandler):
+    """Sets `Authorization: Bearer <token>` from token.json, read again once its refresh_time has passed."""
+
+    def __init__(self, token_dir):
+        self._path = Path(token_dir) / "token.json"
+        self._lock = threading.Lock()
+        self._token = None
+        self._refresh_time = None
+
+    def token(self):
+        with self._lock:
+            if self._token is None or dt.datetime.now(dt.timezone.utc) >= self._refresh_time:
+                # By path, every time: each refresh replaces the file with a new one.
+                doc = json.loads(self._path.read_text())
+                self._token = doc["access_token"]
+                # "Z" is accepted by fromisoformat only from Python 3.11 on.
+                self._refresh_time = dt.datetime.fromisoformat(doc["refresh_time"].replace("Z", "+00:00"))
+            return self._token
+
+    def http_request(self, req):
+        # Unredirected: a redirect to another host does not carry the token along.
+        req.add_unredirected_header("Authorization", f"Bearer {self.token()}")
+        return req
+
+    https_request = http_request
+
+
+# --- The example contract (TOKEN_DIR, API_URL, DURATION in; `requests=N rejected=M` out) ---
+
+
+def main():
+    try:
+        token_dir, api_url = os.environ["TOKEN_DIR"], os.environ["API_URL"]
+        duration = float(os.environ["DURATION"])
+    except (KeyError, ValueError) as e:
+        sys.exit(f"python: set TOKEN_DIR, API_URL and DURATION (seconds): {e!r}")
+    opener = urllib.request.build_opener(VendedTokenAuth(token_dir))
+    requests = rejected = 0
+    start = time.monotonic()
+    while time.monotonic() < start + duration:
+        requests += 1
+        try:
+            with opener.open(api_url, timeout=5) as resp:
+                resp.read(64 * 1024)
+        except urllib.error.HTTPError as e:
+            rejected += 1
+            if rejected <= 3:
+                print(f"python: request {requests}: HTTP {e.code}", file=sys.stderr)
+        except (OSError, ValueError) as e:
+            rejected += 1
+            if rejected <= 3:
+                print(f"python: request {requests}: {e}", file=sys.stderr)
+        # Ten a second, on a fixed schedule, so a slow answer does not lower the rate.
+        time.sleep(max(0.0, start + requests * 0.1 - time.monotonic()))
+    print(f"requests={requests} rejected={rejected}")
+
+
+if __name__ == "__main__":
+    main()
