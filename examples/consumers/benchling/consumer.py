@@ -4,9 +4,6 @@ Pattern: read token.header by path for every request. The SDK asks its Authoriza
 request, so replacing ClientCredentialsOAuth2(client_id, client_secret) with this class is the whole change.
 """
 
-import os
-import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +11,8 @@ import httpx
 from benchling_api_client.v2.benchling_client import AuthorizationMethod
 from benchling_sdk.benchling import Benchling
 from benchling_sdk.errors import BenchlingError
+
+import contract
 
 
 class VendedTokenAuth(AuthorizationMethod):
@@ -26,36 +25,26 @@ class VendedTokenAuth(AuthorizationMethod):
         return self._path.read_text()
 
 
-# --- The example contract (TOKEN_DIR, API_URL, DURATION in; `requests=N rejected=M` out) ---
+# --- The example contract (../contract.py): TOKEN_DIR, API_URL, DURATION in; `requests=N rejected=M` out ---
 
 
 def main():
-    try:
-        token_dir, api_url = os.environ["TOKEN_DIR"], os.environ["API_URL"]
-        duration = float(os.environ["DURATION"])
-    except (KeyError, ValueError) as e:
-        sys.exit(f"benchling: set TOKEN_DIR, API_URL and DURATION (seconds): {e!r}")
+    token_dir, api_url, duration = contract.settings("benchling")
     url = urlsplit(api_url)
     # In an app: Benchling(url="https://tenant.benchling.com", auth_method=VendedTokenAuth("/var/run/tokens/benchling")).
     benchling = Benchling(url=f"{url.scheme}://{url.netloc}", auth_method=VendedTokenAuth(token_dir))
     path = url.path + (f"?{url.query}" if url.query else "")
-    requests = rejected = 0
-    start = time.monotonic()
-    while time.monotonic() < start + duration:
-        requests += 1
+
+    def call():
         try:
             benchling.api.get_response(url=path)
         except BenchlingError as e:
-            rejected += 1
-            if rejected <= 3:
-                print(f"benchling: request {requests}: HTTP {e.status_code}", file=sys.stderr)
+            return f"HTTP {e.status_code}"
         except (httpx.HTTPError, OSError) as e:
-            rejected += 1
-            if rejected <= 3:
-                print(f"benchling: request {requests}: {e}", file=sys.stderr)
-        # Ten a second, on a fixed schedule, so a slow answer does not lower the rate.
-        time.sleep(max(0.0, start + requests * 0.1 - time.monotonic()))
-    print(f"requests={requests} rejected={rejected}")
+            return str(e)
+        return None
+
+    contract.drive("benchling", duration, call)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ A urllib handler is the standard hook: the opener runs it for every request it s
 
 import datetime as dt
 import json
-import os
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import contract
 
 
 class VendedTokenAuth(urllib.request.BaseHandler):
@@ -42,34 +41,24 @@ class VendedTokenAuth(urllib.request.BaseHandler):
     https_request = http_request
 
 
-# --- The example contract (TOKEN_DIR, API_URL, DURATION in; `requests=N rejected=M` out) ---
+# --- The example contract (../contract.py): TOKEN_DIR, API_URL, DURATION in; `requests=N rejected=M` out ---
 
 
 def main():
-    try:
-        token_dir, api_url = os.environ["TOKEN_DIR"], os.environ["API_URL"]
-        duration = float(os.environ["DURATION"])
-    except (KeyError, ValueError) as e:
-        sys.exit(f"python: set TOKEN_DIR, API_URL and DURATION (seconds): {e!r}")
+    token_dir, api_url, duration = contract.settings("python")
     opener = urllib.request.build_opener(VendedTokenAuth(token_dir))
-    requests = rejected = 0
-    start = time.monotonic()
-    while time.monotonic() < start + duration:
-        requests += 1
+
+    def call():
         try:
             with opener.open(api_url, timeout=5) as resp:
                 resp.read(64 * 1024)
         except urllib.error.HTTPError as e:
-            rejected += 1
-            if rejected <= 3:
-                print(f"python: request {requests}: HTTP {e.code}", file=sys.stderr)
+            return f"HTTP {e.code}"
         except (OSError, ValueError) as e:
-            rejected += 1
-            if rejected <= 3:
-                print(f"python: request {requests}: {e}", file=sys.stderr)
-        # Ten a second, on a fixed schedule, so a slow answer does not lower the rate.
-        time.sleep(max(0.0, start + requests * 0.1 - time.monotonic()))
-    print(f"requests={requests} rejected={rejected}")
+            return str(e)
+        return None
+
+    contract.drive("python", duration, call)
 
 
 if __name__ == "__main__":
