@@ -231,6 +231,20 @@ impl Drop for Example {
     }
 }
 
+/// Polls `child` until it exits or `deadline` passes: its status, or `None` while it still runs.
+fn wait_by(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `lines` lines of `text`.
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -263,23 +277,30 @@ fn sidecar_config(sb: &Sandbox, token_url: &str) -> PathBuf {
 /// single sidecar serves several tokens, and one process instead of six on a 2-core machine. All six run at once.
 #[test]
 fn every_consumer_example_uses_only_live_tokens_for_20_s() {
+    let sb = Sandbox::new();
     // First use builds (go build, javac, the SDK's venv): done before the clock starts, so all six start together.
-    // scripts/install-tools has normally built them already and this is a no-op.
+    // scripts/install-tools has normally built them already and this takes a moment.
     let build = repo_root().join("examples/consumers/build");
-    let built = Command::new(&build)
+    let build_log = sb.path("build.log");
+    let mut building = Command::new(&build)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&build_log).unwrap())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", build.display()));
+    // All three from cold took 3.5 minutes on a loaded 2-core machine, most of it the venv.
+    let built = wait_by(&mut building, Instant::now() + Duration::from_secs(900));
+    if built.is_none() {
+        let _ = building.kill();
+    }
     assert!(
-        built.status.success(),
-        "{} failed ({}):\n{}",
+        built.is_some_and(|s| s.success()),
+        "{} failed ({built:?}, None: still running after 900 s):\n{}",
         build.display(),
-        built.status,
-        String::from_utf8_lossy(&built.stderr)
+        std::fs::read_to_string(&build_log).unwrap_or_default()
     );
 
     let idp = TokenServer::start(Behavior::issue(LIFETIME));
-    let sb = Sandbox::new();
     let cfg = sidecar_config(&sb, &idp.url());
     let mut sidecar = Proc::run(&cfg);
     wait_until(Duration::from_secs(30), "every token written", || {
@@ -302,12 +323,7 @@ fn every_consumer_example_uses_only_live_tokens_for_20_s() {
     // DURATION, plus start-up (a JVM, the SDK's imports) on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(DURATION + 90);
     for ex in &mut running {
-        while ex.status.is_none() && Instant::now() < deadline {
-            ex.status = ex.child.try_wait().unwrap();
-            if ex.status.is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        ex.status = wait_by(&mut ex.child, deadline);
     }
 
     // A control, so a lenient API cannot pass the examples: the first token is long expired, the current one is live.
