@@ -1,8 +1,11 @@
 // Command consumer calls an API with the token token-vendor vends, Go standard library only.
 //
 // Pattern: cache the token until the refresh_time in token.json, then read the file again by path.
-// VendedTokenSource has the shape of golang.org/x/oauth2's TokenSource; BearerTransport is the
-// http.RoundTripper that puts its token on every request, so any http.Client can use it.
+// VendedTokenSource plays the part of golang.org/x/oauth2's TokenSource without the dependency;
+// BearerTransport is the http.RoundTripper that puts its token on every request, so any
+// http.Client can use it. An app already on x/oauth2 returns &oauth2.Token{AccessToken: ...} from
+// Token and uses oauth2.Transport instead: it asks the source for every request, and the source
+// caches.
 package main
 
 import (
