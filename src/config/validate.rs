@@ -41,7 +41,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
 pub fn salvage(path: &Path) -> Option<Config> {
     let bytes = Config::read(path).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
-    crate::fsread::yaml_nesting_ok(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
+    crate::fsread::yaml_precheck(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
     let mut c = Checker {
         problems: Vec::new(),
     };

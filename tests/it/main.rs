@@ -11,6 +11,7 @@ mod discovery;
 mod exchange;
 mod exchange_server;
 mod harden_reads;
+mod hostile_config;
 mod hostile_output;
 mod hostile_state;
 mod once;
