@@ -175,6 +175,24 @@ pub fn insecure_via_proxy(config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Outputs whose path passes through a symbolic link that someone other than root or this sidecar could have put
+/// there ([`crate::output::planted_symlink`]): a restart, reload or `once` would otherwise write the token wherever it
+/// points. Refused like a link swapped in after start.
+pub fn planted_symlinks(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, t) in config.tokens.iter().enumerate() {
+        for (j, o) in t.outputs.iter().enumerate() {
+            if let Some(why) = crate::output::planted_symlink(&o.path) {
+                problems.push(Problem {
+                    path: format!("tokens[{i}].outputs[{j}].path"),
+                    message: why,
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// The canonical form of `p`: symlinks resolved in its longest existing ancestor, `.` and `..` resolved lexically
 /// in the part that does not exist yet.
 fn canon(p: &Path) -> PathBuf {

@@ -216,6 +216,7 @@ impl Config {
         // all come through this function.
         let mut problems = crate::check::output_conflicts(file, &config);
         problems.extend(crate::check::insecure_via_proxy(&config));
+        problems.extend(crate::check::planted_symlinks(&config));
         if !problems.is_empty() {
             return Err(ConfigError {
                 file: file.to_path_buf(),
