@@ -1,4 +1,4 @@
-//! Output files: the four formats (raw, header, json, env) and the atomic writer that publishes them.
+//! Output files: the four formats (raw, header, json, env) and the atomic writer that publishes them, through directories resolved without untrusted symbolic links.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -11,13 +11,14 @@ use crate::helpers::*;
 use crate::reliability::common::{metric, scan};
 use crate::reliability::report::Row;
 
-/// One token `svc` from `url`, its output `out/token`; `extra` goes into the token.
-fn config(sb: &Sandbox, url: &str, extra: &str) -> PathBuf {
+/// `config.yaml`: one token `svc` from `source` (`token_url: ...` or `issuer: ...`) with the secret `s3cr3t-inputs`,
+/// warm-start state in `state/`, output `out/token`; `extra` goes into the token.
+fn config(sb: &Sandbox, source: &str, extra: &str) -> PathBuf {
     let d = sb.dir.path().display();
     sb.write(
         "config.yaml",
         &format!(
-            "listen: \"127.0.0.1:0\"\nlog: {{level: info, format: json}}\nrefresh: {{min_backoff: 200ms, max_backoff: 1s}}\ntokens:\n  - name: svc\n    token_url: {url}\n    client_id: the-client\n    client_secret: s3cr3t-inputs\n{extra}    outputs:\n      - {{path: {d}/out/token}}\n"
+            "listen: \"127.0.0.1:0\"\nlog: {{level: info, format: json}}\nstate_dir: {d}/state\nrefresh: {{window: [0.3, 0.4], min_backoff: 200ms, max_backoff: 1s}}\ntokens:\n  - name: svc\n    {source}\n    client_id: the-client\n    client_secret: s3cr3t-inputs\n{extra}    outputs:\n      - {{path: {d}/out/token}}\n"
         ),
     )
 }
@@ -41,7 +42,7 @@ fn h06c_a_token_that_lives_0_s_or_less_is_an_invalid_response_never_served() {
             token_type: "Bearer".into(),
             jwt_exp_in: Some(600),
         });
-        let cfg = config(&sb, &server.url(), "");
+        let cfg = config(&sb, &format!("token_url: {}", server.url()), "");
         let mut p = Proc::run(&cfg);
         wait_until(Duration::from_secs(20), "three attempts", || {
             server.seen().len() >= 3
@@ -87,7 +88,7 @@ fn h06c_a_token_that_lives_0_s_or_less_is_an_invalid_response_never_served() {
     }
     // Positive but shorter than the refresh buffer: `once` reports it at once and writes nothing.
     let server = TokenServer::start(Behavior::issue(1));
-    let cfg = config(&sb, &server.url(), "");
+    let cfg = config(&sb, &format!("token_url: {}", server.url()), "");
     let (st, out, err) = run_once(&cfg, "10s");
     assert_eq!(st.code(), Some(1), "{out}{err}");
     assert!(
@@ -114,17 +115,6 @@ fn first_failed(err: &str) -> String {
         .unwrap_or_default();
     let from = line.find("attempt(s): ").map_or(0, |i| i + 12);
     line[from..].chars().take(110).collect::<String>() + "..."
-}
-
-/// A token `t` with `issuer:`, warm-start state in `state/`, output `out/token`.
-fn issuer_config(sb: &Sandbox, issuer: &str, extra: &str) -> PathBuf {
-    let d = sb.dir.path().display();
-    sb.write(
-        "issuer.yaml",
-        &format!(
-            "listen: \"127.0.0.1:0\"\nlog: {{level: info, format: json}}\nstate_dir: {d}/state\nrefresh: {{window: [0.3, 0.4], min_backoff: 200ms, max_backoff: 1s}}\ntokens:\n  - name: t\n    issuer: {issuer}\n    client_id: the-client\n    client_secret: s3cr3t-proxied\n{extra}    outputs:\n      - {{path: {d}/out/token}}\n"
-        ),
-    )
 }
 
 /// `run` with these environment variables, its admin server up.
@@ -181,9 +171,9 @@ fn h06a_a_discovered_endpoint_keeps_the_transport_rule_wherever_it_is_adopted() 
         &doc(&https_issuer, &local_endpoint, &["client_secret_basic"]),
     );
     let d = sb.dir.path().display();
-    let cfg = issuer_config(
+    let cfg = config(
         &sb,
-        &https_issuer,
+        &format!("issuer: {https_issuer}"),
         &format!("    http: {{ca_file: {d}/ca.pem}}\n"),
     );
     let (st, out, err) = run_once(&cfg, "10s");
@@ -213,7 +203,7 @@ fn h06a_a_discovered_endpoint_keeps_the_transport_rule_wherever_it_is_adopted() 
         200,
         &doc(&issuer, &proxied_endpoint, &["client_secret_basic"]),
     );
-    let cfg = issuer_config(&sb, &issuer, "");
+    let cfg = config(&sb, &format!("issuer: {issuer}"), "");
     let mut p = run_with(&cfg, env);
     let message = wait_error(&mut p, "discovery_invalid");
     assert!(
@@ -327,7 +317,7 @@ fn h06a_a_discovered_endpoint_keeps_the_transport_rule_wherever_it_is_adopted() 
         "{}",
         p.describe()
     );
-    let mut secrets = vec!["s3cr3t-proxied".to_string()];
+    let mut secrets = vec!["s3cr3t-inputs".to_string()];
     secrets.extend(tokens.issued());
     scan(&mut row, &mut p, &[], &secrets);
     drop(p);

@@ -1,4 +1,5 @@
-//! Issue 9 §5: an output directory swapped for a symlink after start is never written through.
+//! Issue 9 §5: an output directory swapped for a symlink after start is never written through. Issue 16 §5: one planted
+//! before start is refused by start, reload, `once` and `check`, and the app owns no directory the sidecar creates.
 //!
 //! The choice (src/output.rs, `Target`): each write walks the directory resolved at start with `O_NOFOLLOW` and
 //! writes through the handle it reached, so a swapped-in symlink makes the write fail with an error naming the
@@ -19,6 +20,19 @@ fn config(sb: &Sandbox, url: &str) -> std::path::PathBuf {
             "listen: \"127.0.0.1:0\"\nlog: {{level: info, format: json}}\nrefresh: {{window: [0.3, 0.4], min_backoff: 200ms, max_backoff: 1s}}\ntokens:\n  - name: svc\n    token_url: {url}\n    client_id: the-client\n    client_secret: s\n    outputs:\n      - {{path: {d}/shared/tok/token}}\n      - {{path: {d}/shared/tok/token.json, format: json}}\n"
         ),
     )
+}
+
+/// Fails if anything was written into `victim`, the directory a symbolic link points to.
+fn assert_untouched(victim: &Path, context: &str) {
+    let written: Vec<_> = std::fs::read_dir(victim)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the sidecar wrote through the symlink: {written:?}\n{context}"
+    );
 }
 
 /// Runs the daemon, lets `swap` replace `shared/tok` with a symlink to `victim/`, and checks that nothing is ever
@@ -44,16 +58,7 @@ fn swap_scenario(sb: &Sandbox, swap: impl FnOnce(&Path)) -> Vec<String> {
         || server.seen().len() >= before + 3,
     );
     std::thread::sleep(Duration::from_millis(300));
-    let written: Vec<_> = std::fs::read_dir(&victim)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(
-        written.is_empty(),
-        "the sidecar wrote through the symlink: {written:?}\n{}",
-        p.describe()
-    );
+    assert_untouched(&victim, &p.describe());
     let logs = p.logs();
     assert!(
         logs.contains("shared/tok is no longer a directory") && logs.contains("it is not followed"),
@@ -89,25 +94,7 @@ fn h05b_a_directory_swapped_for_a_symlink_by_another_uid_is_not_followed() {
     std::fs::create_dir_all(sb.path("shared")).unwrap();
     std::os::unix::fs::chown(sb.path("shared"), Some(65532), Some(65532)).unwrap();
     let figures = swap_scenario(&sb, |shared| {
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65532",
-                "--regid",
-                "65532",
-                "--clear-groups",
-                "sh",
-                "-c",
-            ])
-            .arg("mv tok tok-old && ln -s ../victim tok")
-            .current_dir(shared)
-            .output()
-            .expect("setpriv (util-linux) must be installed");
-        assert!(
-            out.status.success(),
-            "swap as uid 65532 failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        as_app(shared, "mv tok tok-old && ln -s ../victim tok", true);
     });
     for f in figures {
         row.figure(f);
@@ -240,16 +227,8 @@ fn h05c_a_symlink_planted_before_start_is_refused_by_start_reload_once_and_check
         "the running config's output current",
         || sb.read("good/token") == server.issued().last().cloned(),
     );
+    assert_untouched(&victim, &p.describe());
     drop(p);
-    let written: Vec<_> = std::fs::read_dir(&victim)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(
-        written.is_empty(),
-        "written through the planted link: {written:?}"
-    );
 
     // Directories the sidecar creates for an output owned by the app are root's: the app passes, plants nothing.
     let cfg = sb.write(
