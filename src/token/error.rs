@@ -64,7 +64,8 @@ error_kinds! {
     OutputWrite => "output_write", transient;
     /// The issuer's discovery document could not be had now (unreachable, 5xx, not JSON, too large): retried.
     Discovery => "discovery", transient;
-    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, no common method).
+    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, an endpoint the transport
+    /// rule refuses, no common method).
     DiscoveryInvalid => "discovery_invalid", permanent;
 }
 

@@ -133,7 +133,7 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
     ),
     (
         "h06a",
-        "H6. Discovered token endpoint: https issuer, proxy rule (at start, after a day, from the saved document)",
+        "H6. Discovered token endpoint: https issuer, proxy rule (at start, on a refetch, from the saved document)",
     ),
     (
         "h06b",
