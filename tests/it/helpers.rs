@@ -511,7 +511,8 @@ struct Shared {
     /// Accepted (client_id, client_secret) pairs; empty accepts anything.
     accepted: Mutex<Vec<(String, String)>>,
     seen: Mutex<Vec<Seen>>,
-    issued: Mutex<Vec<String>>,
+    /// Every token issued, with when it expires by this server's clock (when `expires_in` was a number).
+    issued: Mutex<Vec<(String, Option<Instant>)>>,
     serial: AtomicU64,
     down: AtomicBool,
 }
@@ -567,7 +568,13 @@ impl TokenServer {
     }
 
     pub fn issued(&self) -> Vec<String> {
-        self.shared.issued.lock().unwrap().clone()
+        let issued = self.shared.issued.lock().unwrap();
+        issued.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// A handle that answers, from any thread, when a token this server issued expires.
+    pub fn ledger(&self) -> Ledger {
+        Ledger(self.shared.clone())
     }
 
     /// Stops listening: connections are refused until `up`.
@@ -586,6 +593,18 @@ impl TokenServer {
         self.shared.down.store(false, Ordering::SeqCst);
         let again = TokenServer::start_on(self.addr, self.shared.clone());
         drop(std::mem::replace(self, again));
+    }
+}
+
+/// The expiry of every token a `TokenServer` issued, by the server's own clock: what a resource server checks.
+#[derive(Clone)]
+pub struct Ledger(Arc<Shared>);
+
+impl Ledger {
+    /// `None` for a token this server never issued (or issued without a numeric `expires_in`).
+    pub fn expires_at(&self, token: &str) -> Option<Instant> {
+        let issued = self.0.issued.lock().unwrap();
+        issued.iter().rev().find(|(t, _)| t == token)?.1
     }
 }
 
@@ -695,6 +714,7 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
             jwt_exp_in,
         } => {
             let n = sh.serial.fetch_add(1, Ordering::SeqCst) + 1;
+            let issued_at = Instant::now();
             let token = match jwt_exp_in {
                 Some(d) => jwt_with_exp(
                     SystemTime::now()
@@ -705,7 +725,12 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: Arc<Shared>) -> std::io::R
                 ),
                 None => format!("tok-{n}-{}", rand_hex()),
             };
-            sh.issued.lock().unwrap().push(token.clone());
+            let expires_at = expires_in
+                .as_ref()
+                .and_then(|e| e.as_f64())
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .map(|d| issued_at + d);
+            sh.issued.lock().unwrap().push((token.clone(), expires_at));
             let mut obj = serde_json::json!({"access_token": token, "token_type": token_type});
             if let Some(e) = expires_in {
                 obj["expires_in"] = e;

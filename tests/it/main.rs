@@ -6,6 +6,7 @@ mod keys_auth;
 mod admin_flood;
 mod auth_blocks;
 mod check;
+mod consumers;
 mod daemon;
 mod discovery;
 mod exchange;

@@ -1,0 +1,3 @@
+module token-vendor.example/consumers/go
+
+go 1.21
