@@ -705,28 +705,33 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             };
             loop {
                 attempts += 1;
-                match tokio::time::timeout_at(deadline, refresher.refresh_once()).await {
-                    Ok(Outcome::Refreshed { .. }) => {
+                let step = async {
+                    let (result, took) = refresher.attempt().await;
+                    // Success means a token the reference client would use now (`valid()`), not merely an answer:
+                    // one that is not is reported, and never written.
+                    match result {
+                        Ok(token) if !token.valid_at(state.clock().wall()) => {
+                            Err(token.refresh_time())
+                        }
+                        result => Ok(refresher.publish(result, took).await),
+                    }
+                };
+                match tokio::time::timeout_at(deadline, step).await {
+                    Ok(Err(refresh_time)) => {
+                        return fail(
+                            attempts,
+                            format!(
+                                "the token received is already past its refresh_time ({}): its lifetime (expires_in) is too short to be used; not a valid token, not written",
+                                humantime::format_rfc3339_seconds(refresh_time)
+                            ),
+                        )
+                    }
+                    Ok(Ok(Outcome::Refreshed { .. })) => {
                         // The hook's one attempt, bounded: `once` tells a running app too.
                         refresher.finish_notify().await;
-                        // Success means a token the reference client would use now (`valid()`), not merely an answer.
-                        let refresh_time = state
-                            .update(&name, |s| s.published.as_ref().map(|p| p.refresh_time))
-                            .flatten();
-                        let now = state.clock().wall();
-                        return match refresh_time {
-                            Some(rt) if now < rt => None,
-                            Some(rt) => fail(
-                                attempts,
-                                format!(
-                                    "the token received is already past its refresh_time ({}): its lifetime (expires_in) is too short to be used; not a valid token",
-                                    humantime::format_rfc3339_seconds(rt)
-                                ),
-                            ),
-                            None => fail(attempts, "the token received was not published".into()),
-                        };
+                        return None;
                     }
-                    Ok(Outcome::Failed { error, next }) => {
+                    Ok(Ok(Outcome::Failed { error, next })) => {
                         let permanent = error.kind.is_permanent();
                         last = Some(error.to_string());
                         if permanent {

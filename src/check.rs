@@ -6,6 +6,7 @@ use crate::config::{Config, NotifyConfig, Problem};
 use crate::notify::PidFileError;
 use crate::token::error::chain;
 use crate::token::http::build_http_client;
+use crate::token::transport::env_proxy_carries;
 
 /// What `check` found: problems make it fail, warnings do not.
 #[derive(Debug, Default)]
@@ -193,20 +194,15 @@ pub fn output_conflicts(config_path: &Path, config: &Config) -> Vec<Problem> {
 }
 
 /// Tokens on plain `http://` without `allow_insecure_http` (allowed only because the host is loopback) whose
-/// request a proxy from the environment would carry: then the client secret would leave the pod in clear. Uses the
-/// matcher reqwest itself uses (`HTTP_PROXY`/`http_proxy`, `ALL_PROXY`/`all_proxy`, `NO_PROXY`/`no_proxy`, curl's
-/// rules, `HTTP_PROXY` ignored under CGI), so the answer is the one the client would act on.
+/// request a proxy from the environment would carry: then the client secret would leave the pod in clear
+/// ([`env_proxy_carries`], the rule a discovered endpoint is held to as well).
 pub fn insecure_via_proxy(config: &Config) -> Vec<Problem> {
-    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
     let mut problems = Vec::new();
     for (i, t) in config.tokens.iter().enumerate() {
         if t.token_url.scheme() != "http" || t.http.allow_insecure_http {
             continue;
         }
-        let Ok(uri) = t.token_url.as_str().parse::<hyper::Uri>() else {
-            continue;
-        };
-        if matcher.intercept(&uri).is_some() {
+        if env_proxy_carries(&t.token_url) {
             problems.push(Problem {
                 path: format!("tokens[{i}].token_url"),
                 // The proxy's address is not shown: it may carry a password.
@@ -215,6 +211,24 @@ pub fn insecure_via_proxy(config: &Config) -> Vec<Problem> {
                     t.token_url.host_str().unwrap_or("the host")
                 ),
             });
+        }
+    }
+    problems
+}
+
+/// Outputs whose path passes through a symbolic link that someone other than root or this sidecar could have put
+/// there ([`crate::output::planted_symlink`]): a restart, reload or `once` would otherwise write the token wherever it
+/// points. Refused like a link swapped in after start.
+pub fn planted_symlinks(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, t) in config.tokens.iter().enumerate() {
+        for (j, o) in t.outputs.iter().enumerate() {
+            if let Some(why) = crate::output::planted_symlink(&o.path) {
+                problems.push(Problem {
+                    path: format!("tokens[{i}].outputs[{j}].path"),
+                    message: why,
+                });
+            }
         }
     }
     problems

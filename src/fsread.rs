@@ -1,4 +1,4 @@
-//! Bounded, non-blocking reads of the files the sidecar is given (config, credentials, PEM, state) and a YAML nesting pre-check.
+//! Bounded, non-blocking reads of the files the sidecar is given (config, credentials, PEM, state) and the YAML pre-check (nesting, anchors and aliases) that runs before the parser.
 //!
 //! A path may name a FIFO (a read blocks forever), a device (`/dev/zero` never ends and reports size 0), a
 //! directory or a symlink planted by someone else. [`read_bounded`] opens with `O_NONBLOCK`, decides on the
@@ -278,21 +278,36 @@ pub async fn read_bounded_async(
     }
 }
 
-/// A YAML document nested deeper than allowed.
+/// Why a YAML document is refused before the parser sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: the document is nested more than {max} levels deep; refused before parsing")]
-pub struct NestingError {
-    pub line: usize,
-    pub max: usize,
+pub enum YamlRefused {
+    #[error(
+        "line {line}: the document is nested more than {max} levels deep; refused before parsing"
+    )]
+    TooDeep { line: usize, max: usize },
+    /// An anchor (`&name`) or alias (`*name`): a config needs neither, and aliases to aliases expand to a document
+    /// exponentially larger than the file (a 300 KB file to more than 1 GiB) while it is parsed.
+    #[error("line {line} column {column}: `{sigil}{name}` is a YAML {what}; anchors and aliases are refused before parsing (expanding them can take memory out of all proportion to the file, and a config needs none): write the value out in full, and quote text that starts with `{sigil}`")]
+    Alias {
+        line: usize,
+        column: usize,
+        what: &'static str,
+        sigil: char,
+        name: String,
+    },
 }
 
-/// Refuses YAML nested deeper than `max_depth`, in one linear pass, before a parser spends time or stack on it.
+/// Refuses YAML nested deeper than `max_depth`, and any anchor or alias, in one linear pass, before a parser spends
+/// time, stack or memory on it.
 ///
 /// Counts block nesting (indentation levels and `- ` / `? ` entries opened on one line) plus flow nesting
 /// (`[` and `{`), skipping quoted scalars, comments and block scalars (`|`, `>`). It errs on the side of counting
 /// more (a plain scalar such as `a[b` in flow context counts), never less, so a refused document may in rare
-/// cases be a legal one nested close to the limit; no real config comes near 64 levels.
-pub fn yaml_nesting_ok(text: &str, max_depth: usize) -> Result<(), NestingError> {
+/// cases be a legal one nested close to the limit; no real config comes near 64 levels. An `&` or `*` where a node
+/// starts (after the indentation, `- `, `? `, `: `, and in flow context `[`, `{`, `,`) is an anchor or alias; the
+/// one place a legal document can have one there without meaning it is the continuation line of a multi-line
+/// plain scalar, which the error tells how to quote.
+pub fn yaml_precheck(text: &str, max_depth: usize) -> Result<(), YamlRefused> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow: usize = 0;
     // Inside a quoted scalar that continues on the next line: its closing quote.
@@ -362,8 +377,23 @@ pub fn yaml_nesting_ok(text: &str, max_depth: usize) -> Result<(), NestingError>
                 b'-' | b'?' if node_start && flow == 0 && next_space => line_depth += 1,
                 b':' if flow > 0 || next_space => node_start = true,
                 b',' if flow > 0 => node_start = true,
-                // Anchors and tags come before the node they decorate: skip them, the node may still start a flow.
-                b'&' | b'!' if node_start => {
+                b'&' | b'*' if node_start => {
+                    let name: String = line[i + 1..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+                        .filter(|c| !c.is_control())
+                        .take(40)
+                        .collect();
+                    return Err(YamlRefused::Alias {
+                        line: n + 1,
+                        column: line[..i].chars().count() + 1,
+                        what: if c == b'&' { "anchor" } else { "alias" },
+                        sigil: c as char,
+                        name,
+                    });
+                }
+                // A tag comes before the node it decorates: skip it, the node may still start a flow.
+                b'!' if node_start => {
                     while i < b.len() && b[i] != b' ' && b[i] != b'\t' {
                         i += 1;
                     }
@@ -374,7 +404,7 @@ pub fn yaml_nesting_ok(text: &str, max_depth: usize) -> Result<(), NestingError>
                     flow += 1;
                     node_start = true;
                     if indents.len() + line_depth + flow > max_depth {
-                        return Err(NestingError {
+                        return Err(YamlRefused::TooDeep {
                             line: n + 1,
                             max: max_depth,
                         });
@@ -390,7 +420,7 @@ pub fn yaml_nesting_ok(text: &str, max_depth: usize) -> Result<(), NestingError>
             i += 1;
         }
         if indents.len() + line_depth + flow > max_depth {
-            return Err(NestingError {
+            return Err(YamlRefused::TooDeep {
                 line: n + 1,
                 max: max_depth,
             });
@@ -693,12 +723,6 @@ mod tests {
                 true,
             ),
             (
-                "an anchor before the flow",
-                format!("a: &x {}1{}\n", "[".repeat(70), "]".repeat(70)),
-                64,
-                false,
-            ),
-            (
                 "a tag before the flow",
                 format!("a: !!seq {}1{}\n", "[".repeat(70), "]".repeat(70)),
                 64,
@@ -724,8 +748,48 @@ mod tests {
             ),
         ];
         for (what, text, max, ok) in cases {
-            let r = yaml_nesting_ok(&text, max);
+            let r = yaml_precheck(&text, max);
             assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_refused_where_a_node_starts_and_only_there() {
+        let refused = [
+            ("a: &x 1\nb: *x\n", 1, 4, "`&x` is a YAML anchor"),
+            ("a: 1\nb: *x\n", 2, 4, "`*x` is a YAML alias"),
+            ("a:\n  - *x\n", 2, 5, "`*x` is a YAML alias"),
+            ("a: [1, *x]\n", 1, 8, "`*x`"),
+            ("a: {k: *x}\n", 1, 8, "`*x`"),
+            ("<<: *base\n", 1, 5, "`*base`"),
+            ("*k : v\n", 1, 1, "`*k`"),
+            ("a: !!seq &x [1]\n", 1, 10, "`&x`"),
+            ("a: \"x\n  y\" \nb: &q 1\n", 3, 4, "`&q`"),
+            ("a:\n  &x\n  k: 1\n", 2, 3, "`&x`"),
+        ];
+        for (text, line, column, says) in refused {
+            let e = yaml_precheck(text, YAML_MAX_DEPTH).unwrap_err();
+            assert!(
+                matches!(e, YamlRefused::Alias { line: l, column: c, .. } if l == line && c == column),
+                "{text:?}: {e:?}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains(says) && msg.contains("refused before parsing"),
+                "{msg}"
+            );
+        }
+        // Not a node's start: text inside scalars, quotes, comments and block scalars.
+        for text in [
+            "url: https://x/?a=1&b=2\n",
+            "scope: read*write\n",
+            "a: \"*x &y\"\nb: '*z'\n",
+            "a: 1 # *x &y\n",
+            "a: |\n  *x\n  &y\nb: 1\n",
+            "a: [b*c, d&e]\n",
+            "k:*v\n",
+        ] {
+            assert_eq!(yaml_precheck(text, YAML_MAX_DEPTH), Ok(()), "{text:?}");
         }
     }
 
@@ -737,9 +801,9 @@ mod tests {
             format!("{}1{}", "{a: ".repeat(150_000), "}".repeat(150_000)),
         ] {
             let t = Instant::now();
-            let e = yaml_nesting_ok(&text, YAML_MAX_DEPTH).unwrap_err();
+            let e = yaml_precheck(&text, YAML_MAX_DEPTH).unwrap_err();
             assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-            assert_eq!(e.line, 1);
+            assert!(matches!(e, YamlRefused::TooDeep { line: 1, .. }), "{e}");
             assert!(e.to_string().contains("more than 64 levels"), "{e}");
         }
     }

@@ -6,11 +6,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The crate's own target; a bare `trace` applies in full only to it (see [`directives`]).
+const OWN_TARGET: &str = "token_vendor";
+
 /// Installs the global subscriber. `TOKEN_VENDOR_LOG` (an EnvFilter directive) overrides the configured level.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_env("TOKEN_VENDOR_LOG")
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::env::var("TOKEN_VENDOR_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(directives(&f)).ok())
+        .or_else(|| EnvFilter::try_new(directives(&cfg.level)).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let json = match cfg.format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -35,6 +40,38 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
+/// `filter` with the other crates' `trace` output left off unless the filter names them: a bare `trace` becomes
+/// `debug` for every crate plus `trace` for token-vendor's own target. The file watcher logs every inotify event it
+/// reads at `trace`; with stderr going to a file in a watched directory each of those lines is itself an event, and
+/// the loop wrote a gigabyte in seconds. `notify=trace` (or any other crate named) still gets exactly what it says.
+fn directives(filter: &str) -> String {
+    let parts: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let names_own = parts.iter().any(|d| {
+        d.split(['=', '['])
+            .next()
+            .is_some_and(|t| t == OWN_TARGET || t.starts_with("token_vendor::"))
+    });
+    let mut out = Vec::with_capacity(parts.len() + 1);
+    let mut own = None;
+    for d in parts {
+        match d.parse::<tracing_subscriber::filter::LevelFilter>() {
+            Ok(level) if level > tracing_subscriber::filter::LevelFilter::DEBUG => {
+                out.push("debug".to_string());
+                own = Some(level);
+            }
+            _ => out.push(d.to_string()),
+        }
+    }
+    if let (Some(level), false) = (own, names_own) {
+        out.push(format!("{OWN_TARGET}={level}"));
+    }
+    out.join(",")
+}
+
 /// Colour only for a person at a terminal: never into a file or pipe, and never when `NO_COLOR` is set to anything
 /// non-empty (<https://no-color.org>).
 fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
@@ -43,8 +80,32 @@ fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use super::colour;
+    use super::{colour, directives};
     use std::ffi::OsStr;
+
+    #[test]
+    fn other_crates_trace_only_when_named() {
+        for (given, want) in [
+            ("trace", "debug,token_vendor=trace"),
+            ("TRACE", "debug,token_vendor=trace"),
+            ("debug", "debug"),
+            ("info", "info"),
+            ("trace,hyper=info", "debug,hyper=info,token_vendor=trace"),
+            (
+                "trace,notify=trace",
+                "debug,notify=trace,token_vendor=trace",
+            ),
+            ("trace,token_vendor=info", "debug,token_vendor=info"),
+            (
+                "token_vendor::watch=trace,warn",
+                "token_vendor::watch=trace,warn",
+            ),
+            ("notify", "notify"),
+            (" trace , ", "debug,token_vendor=trace"),
+        ] {
+            assert_eq!(directives(given), want, "{given}");
+        }
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -29,7 +29,7 @@ use crate::fsread::{self, ReadError};
 use crate::metrics::{Metrics, NotifyResult};
 use crate::refresh::schedule::backoff;
 use crate::state::{NotifyStatus, State};
-use crate::token::error::{chain, sanitize};
+use crate::token::error::{chain, sanitize, SERVER_TEXT_MAX};
 use crate::token::http::USER_AGENT_VALUE;
 use crate::token::token::rfc3339;
 
@@ -490,12 +490,16 @@ impl Deliver for HttpHook {
                 format!(
                     "POST {}: cannot connect: {}",
                     self.url,
-                    sanitize(&chain(&e))
+                    sanitize(&chain(&e), SERVER_TEXT_MAX)
                 ),
             ),
             Err(e) => miss(
                 "request",
-                format!("POST {} failed: {}", self.url, sanitize(&chain(&e))),
+                format!(
+                    "POST {} failed: {}",
+                    self.url,
+                    sanitize(&chain(&e), SERVER_TEXT_MAX)
+                ),
             ),
         }
     }

@@ -1,4 +1,4 @@
-//! Output files: the four formats (raw, header, json, env) and the atomic writer that publishes them.
+//! Output files: the four formats (raw, header, json, env) and the atomic writer that publishes them, through directories resolved without untrusted symbolic links.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -72,7 +72,9 @@ const O_PATH: libc::c_int = 0;
 /// component replaced by a symlink after start (say by the less privileged uid that owns a parent directory) is
 /// therefore never followed: the write is refused with an error naming the component, the old files stay, and
 /// the failure counts like any other output write error. A directory deleted after start is created again, as
-/// before. Symlinks that exist at resolution time (`/var/run -> /run`) are resolved once, then trusted as resolved.
+/// before. Symlinks that exist at resolution time are followed only where nobody but root or this sidecar could have
+/// put them ([`resolve_dir`]: `/var/run -> /run` is fine, a link in the app's directory is refused), then trusted as
+/// resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The path as configured, for messages.
@@ -116,8 +118,129 @@ fn cvt(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// This process's effective uid: the one uid besides root whose files and directories the sidecar trusts.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Why a path's directory could not be resolved.
+#[derive(Debug)]
+enum Unresolved {
+    Io(io::Error),
+    /// A symbolic link on the way that someone other than root or this sidecar could have put there.
+    Planted(String),
+}
+
+/// The most symbolic links followed while resolving one path (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// `dir` as an absolute path without symbolic links; the part that does not exist yet is appended as it is (the first
+/// write creates it). A symbolic link on the way is followed only where nobody but root or this process could have
+/// put it: in a directory owned by one of them that is not writable by group or others, or, in a sticky directory
+/// such as `/tmp`, a link owned by one of them (nobody else may replace it there). Anything else is refused: a link
+/// planted by an app uid that owns a directory on the path would otherwise send the token, as root, wherever it
+/// points, and be trusted from then on.
+fn resolve_dir(dir: &Path) -> Result<PathBuf, Unresolved> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    let parts = |p: &Path| -> Vec<Option<std::ffi::OsString>> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(Some(n.to_os_string())),
+                Component::ParentDir => Some(None),
+                _ => None,
+            })
+            .collect()
+    };
+    let abs = std::path::absolute(dir).map_err(Unresolved::Io)?;
+    let mut todo: std::collections::VecDeque<Option<std::ffi::OsString>> = parts(&abs).into();
+    let mut at = PathBuf::from("/");
+    let mut missing = false;
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        let Some(name) = part else {
+            // `at` has no symbolic link in it, so its parent is the physical one, as the kernel would take it.
+            at.pop();
+            continue;
+        };
+        let next = at.join(&name);
+        if missing {
+            at = next;
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&next) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing = true;
+                at = next;
+                continue;
+            }
+            Err(e) => return Err(Unresolved::Io(e)),
+            Ok(m) => m,
+        };
+        if !meta.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        let trusted = |uid: u32| uid == 0 || uid == euid();
+        let parent = fs::symlink_metadata(&at).map_err(Unresolved::Io)?;
+        let why = if !trusted(parent.uid()) {
+            Some(format!("which uid {} owns", parent.uid()))
+        } else if parent.mode() & 0o022 != 0
+            && !(parent.mode() & 0o1000 != 0 && trusted(meta.uid()))
+        {
+            Some(format!(
+                "which group or others may write (mode {:04o})",
+                parent.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Unresolved::Planted(format!(
+                "{} is a symbolic link in {}, {why}: someone other than root or this sidecar (uid {}) could have put it there to send the token elsewhere; refused. Use a path without symbolic links there, or one whose directories only root or this uid can write",
+                next.display(),
+                at.display(),
+                euid()
+            )));
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(Unresolved::Io(io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        let target = fs::read_link(&next).map_err(Unresolved::Io)?;
+        if target.is_absolute() {
+            at = PathBuf::from("/");
+        }
+        for p in parts(&target).into_iter().rev() {
+            todo.push_front(p);
+        }
+    }
+    Ok(at)
+}
+
+/// Why the directory of output `path` cannot be trusted: a symbolic link on the way that someone other than root or
+/// this sidecar could have planted ([`resolve_dir`]); `None` when there is none (or the path cannot be resolved now,
+/// which its first write reports).
+pub fn planted_symlink(path: &Path) -> Option<String> {
+    match resolve_dir(parent_or_dot(path)) {
+        Err(Unresolved::Planted(why)) => Some(why),
+        _ => None,
+    }
+}
+
+fn parent_or_dot(path: &Path) -> &Path {
+    let dir = parent(path);
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
 impl Target {
-    /// Resolves the directory of `path` now: the nearest existing ancestor is canonicalized, missing parts appended.
+    /// Resolves the directory of `path` now ([`resolve_dir`]): symbolic links followed only where they can be trusted,
+    /// missing parts appended.
     pub fn resolve(path: &Path) -> Result<Target, WriteError> {
         let err = |source: io::Error| WriteError {
             path: path.to_path_buf(),
@@ -133,37 +256,10 @@ impl Target {
                 ))
             })?
             .to_os_string();
-        let dir = parent(path);
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let mut missing = Vec::new();
-        let mut existing = dir;
-        let canonical = loop {
-            match existing.canonicalize() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match (existing.file_name(), existing.parent()) {
-                        (Some(n), Some(p)) => {
-                            missing.push(n.to_os_string());
-                            existing = if p.as_os_str().is_empty() {
-                                Path::new(".")
-                            } else {
-                                p
-                            };
-                        }
-                        _ => return Err(err(e)),
-                    }
-                }
-                Err(e) => return Err(err(e)),
-            }
-        };
-        let mut dir = canonical;
-        for n in missing.into_iter().rev() {
-            dir.push(n);
-        }
+        let dir = resolve_dir(parent_or_dot(path)).map_err(|e| match e {
+            Unresolved::Io(e) => err(e),
+            Unresolved::Planted(why) => err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+        })?;
         Ok(Target {
             path: path.to_path_buf(),
             dir,
@@ -173,14 +269,9 @@ impl Target {
 
     /// A target whose directory could not be resolved: writes walk the path as given and report what fails.
     pub fn unresolved(path: &Path) -> Target {
-        let dir = parent(path);
         Target {
             path: path.to_path_buf(),
-            dir: if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                dir.to_path_buf()
-            },
+            dir: parent_or_dot(path).to_path_buf(),
             name: path.file_name().unwrap_or_default().to_os_string(),
         }
     }
@@ -194,8 +285,13 @@ impl Target {
         &self.name
     }
 
-    /// Walks the resolved directory from `/` without following symlinks; creates missing directories (mode 0750,
-    /// owned like the file) when `create` says so. The last directory is opened readable, so it can be fsynced.
+    /// Walks the resolved directory from `/` without following symlinks; creates missing directories when `create`
+    /// gives the file's (uid, gid). The last directory is opened readable, so it can be fsynced.
+    ///
+    /// A directory created here belongs to this sidecar, never to the file's uid: an owner could plant a symbolic link
+    /// in it for a restart to follow, and the app only needs to pass through. Its group is the file's gid when one is
+    /// set (mode 0750: the app's group may enter and list); with a uid but no gid, others may pass through but not
+    /// list (0751), so the app's uid still reaches its file.
     pub fn open_dir(&self, create: Option<(Option<u32>, Option<u32>)>) -> Result<File, WriteError> {
         use std::os::fd::AsRawFd;
         use std::path::Component;
@@ -224,25 +320,30 @@ impl Target {
             let next = match open_at(&fd, n, flags, 0) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create.is_some() => {
                     let c = cstr(n).map_err(err("create the directory"))?;
+                    let (uid, gid) = create.unwrap_or_default();
+                    let mode = if uid.is_some() && gid.is_none() {
+                        0o751
+                    } else {
+                        0o750
+                    };
                     // SAFETY: valid descriptor and NUL-terminated name.
-                    match cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o750) }) {
+                    match cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), mode) }) {
                         Ok(()) => {
-                            if let Some((uid, gid)) =
-                                create.filter(|(u, g)| u.is_some() || g.is_some())
-                            {
-                                let (u, g) =
-                                    (uid.map_or(u32::MAX, |u| u), gid.map_or(u32::MAX, |g| g));
-                                // SAFETY: as above; -1 (u32::MAX) leaves an id unchanged.
-                                cvt(unsafe {
-                                    libc::fchownat(
-                                        fd.as_raw_fd(),
-                                        c.as_ptr(),
-                                        u,
-                                        g,
-                                        libc::AT_SYMLINK_NOFOLLOW,
-                                    )
-                                })
+                            // Through a descriptor of the directory just made, never by name: a name can be swapped
+                            // for a symbolic link in between. The mode is set again because the umask may have taken
+                            // the bit the app passes through with.
+                            let made = open_at(
+                                &fd,
+                                n,
+                                libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY,
+                                0,
+                            )
+                            .map_err(err("create the directory"))?;
+                            made.set_permissions(fs::Permissions::from_mode(mode))
                                 .map_err(err("create the directory"))?;
+                            if gid.is_some() {
+                                std::os::unix::fs::fchown(&made, None, gid)
+                                    .map_err(err("set the owner"))?;
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -594,6 +695,70 @@ mod tests {
         let again = Target::resolve(&out).unwrap();
         again.write(b"three", 0o640, None, None).unwrap();
         assert_eq!(fs::read(elsewhere.join("token")).unwrap(), b"three");
+    }
+
+    #[test]
+    fn a_symlink_is_followed_at_resolution_only_where_nobody_else_could_have_planted_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        std::os::unix::fs::symlink("../real", open.join("link")).unwrap();
+        // Ours, not writable by others: followed, `..` taken from where the link lives.
+        let t = Target::resolve(&open.join("link/token")).unwrap();
+        assert_eq!(t.dir, real.canonicalize().unwrap());
+        assert_eq!(planted_symlink(&open.join("link/token")), None);
+        // Writable by others (no sticky bit): anyone could have put it there.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let why = planted_symlink(&open.join("link/token")).expect("refused");
+        assert!(
+            why.contains("link is a symbolic link in") && why.contains("mode 0777"),
+            "{why}"
+        );
+        let e = Target::resolve(&open.join("link/a/b/token")).unwrap_err();
+        assert_eq!(e.step, "resolve the directory");
+        assert!(e.to_string().contains("could have put it there"), "{e}");
+        // Sticky (like /tmp): others may add links but not replace ours, so our own link is trusted.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(planted_symlink(&open.join("link/token")), None);
+        // A link further down, reached through a trusted one, is checked in its own directory.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let shared = real.join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(dir.path(), shared.join("up")).unwrap();
+        assert!(planted_symlink(&open.join("link/shared/up/token")).is_some());
+        // No link at all: a directory writable by others is the write's business, not this check's.
+        assert_eq!(planted_symlink(&shared.join("x/token")), None);
+        // A loop ends in an error, not a hang.
+        std::os::unix::fs::symlink("loop", real.join("loop")).unwrap();
+        assert!(Target::resolve(&real.join("loop/token")).is_err());
+    }
+
+    #[test]
+    fn created_directories_are_the_sidecars_and_let_the_file_owner_pass_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = euid();
+        write_atomic(&dir.path().join("a/b/token"), b"x", 0o640, Some(me), None).unwrap();
+        for d in ["a", "a/b"] {
+            let m = fs::metadata(dir.path().join(d)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o751, "{d}");
+        }
+        // With a group: the group may enter and list, others nothing.
+        let gid = std::os::unix::fs::MetadataExt::gid(&fs::metadata(dir.path()).unwrap());
+        write_atomic(
+            &dir.path().join("c/d/token"),
+            b"x",
+            0o640,
+            Some(me),
+            Some(gid),
+        )
+        .unwrap();
+        for d in ["c", "c/d"] {
+            let m = fs::metadata(dir.path().join(d)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o750, "{d}");
+        }
     }
 
     #[test]

@@ -203,7 +203,8 @@ impl Config {
         crate::fsread::read_bounded(path, crate::fsread::CONFIG_LIMIT, true)
     }
 
-    /// Parses config bytes read by [`Self::read`]: UTF-8 only, nesting checked before the YAML parser sees them.
+    /// Parses config bytes read by [`Self::read`]: UTF-8 only, nesting, anchors and aliases checked before the YAML
+    /// parser sees them.
     pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
             file: file.to_path_buf(),
@@ -219,6 +220,7 @@ impl Config {
         // all come through this function.
         let mut problems = crate::check::output_conflicts(file, &config);
         problems.extend(crate::check::insecure_via_proxy(&config));
+        problems.extend(crate::check::planted_symlinks(&config));
         if !problems.is_empty() {
             return Err(ConfigError {
                 file: file.to_path_buf(),
@@ -230,8 +232,9 @@ impl Config {
 
     /// Parses and checks config text; `file` is only used to name the source in errors and to resolve relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        // A deeply nested document costs the parser time and stack out of proportion to its size: refuse it first.
-        if let Err(e) = crate::fsread::yaml_nesting_ok(text, crate::fsread::YAML_MAX_DEPTH) {
+        // A deeply nested document costs the parser time and stack, and aliases memory, out of proportion to its size:
+        // refuse them first.
+        if let Err(e) = crate::fsread::yaml_precheck(text, crate::fsread::YAML_MAX_DEPTH) {
             return Err(ConfigError {
                 file: file.to_path_buf(),
                 problems: vec![Problem {
@@ -477,6 +480,23 @@ tokens:
         let deep = format!("a: {}{}\n", "[".repeat(150_000), "]".repeat(150_000));
         let p = problems(&deep);
         assert!(p[0].contains("nested more than 64 levels"), "{p:?}");
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_parsing_naming_file_line_and_why() {
+        // Nine levels of ten aliases each: 10^9 nodes once expanded, from a few hundred bytes.
+        let mut y = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            y.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = parse(&format!("{GOOD}bomb: *a8\n{y}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.yaml: line 9 column 7: `*a8` is a YAML alias; anchors and aliases are refused before parsing"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn http(raw: RawNotifyHttp, at: &str) -> Result<NotifyConfig, Vec<(String, Strin
             ));
             None
         }
-        Ok(u) if !super::validate::is_loopback(&u) => {
+        Ok(u) if !crate::token::transport::is_loopback(&u) => {
             problems.push((
                 key,
                 format!(

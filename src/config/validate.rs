@@ -41,7 +41,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
 pub fn salvage(path: &Path) -> Option<Config> {
     let bytes = Config::read(path).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
-    crate::fsread::yaml_nesting_ok(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
+    crate::fsread::yaml_precheck(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
     let mut c = Checker {
         problems: Vec::new(),
     };
@@ -744,7 +744,7 @@ fn token_url(
     };
     match url.scheme() {
         "https" => {}
-        "http" if insecure_ok || is_loopback(&url) => {}
+        "http" if insecure_ok || crate::token::transport::is_loopback(&url) => {}
         "http" => {
             c.problem(
                 format!("{at}.{key}"),
@@ -768,16 +768,6 @@ fn token_url(
         return None;
     }
     Some(url)
-}
-
-/// A loopback host: an IPv4 or IPv6 loopback address, or `localhost`.
-pub(super) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 fn credential(

@@ -25,7 +25,7 @@ use ring::hmac;
 
 use crate::config::OutputConfig;
 use crate::fsread::{self, ReadError};
-use crate::output::{render, render_record, Target, WriteError};
+use crate::output::{euid, render, render_record, Target, WriteError};
 use crate::token::discovery::Cached;
 use crate::token::token::{TokenRecord, MAX_LIFETIME};
 use crate::token::Token;
@@ -92,11 +92,6 @@ pub fn discovery_file_for(state_file: &Path) -> PathBuf {
         .unwrap_or_default();
     let stem = name.strip_suffix(STATE_SUFFIX).unwrap_or(&name);
     state_file.with_file_name(format!("{stem}{DISCOVERY_SUFFIX}"))
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 /// Why a directory may not hold the state, `None` when it may.
@@ -277,9 +272,9 @@ impl Sink {
             .iter()
             .map(|o| {
                 Target::resolve(&o.path).unwrap_or_else(|e| {
-                    // Resolution fails only for a path without a file name or an unreadable ancestor: the writes
-                    // will report it; keep the path as given so they do.
-                    tracing::debug!(error = %e, "cannot resolve an output directory now");
+                    // A path without a file name, an unreadable ancestor, or a symbolic link planted since the config
+                    // was checked: the writes walk the path as given without following any link, and report it.
+                    tracing::warn!(token = %name, error = %e, "cannot resolve an output directory now; its writes will say why");
                     Target::unresolved(&o.path)
                 })
             })

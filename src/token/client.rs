@@ -169,6 +169,7 @@ impl TokenClient {
     }
 
     fn resolve(&self, d: &Discovering, cached: Cached) -> Result<Resolved, DiscoveryError> {
+        cached.document.check_transport(&d.config.issuer)?;
         let auth = if d.config.auto {
             choose_auth(&self.spec.auth, &cached.document)?
         } else {

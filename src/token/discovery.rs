@@ -6,12 +6,18 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{ACCEPT, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use url::{Host, Url};
+use url::Url;
 
 use super::auth::ClientAuth;
+use super::error::{sanitize, SERVER_TEXT_MAX};
+use super::transport::{env_proxy_carries, secure_or_loopback};
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// The longest `token_endpoint` adopted. It is shown as it is (in `/status`, in every error about a request), so it
+/// must be text that [`sanitize`] would leave alone within this many characters; real ones are under 200.
+pub const MAX_ENDPOINT_CHARS: usize = 1024;
 
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 const RFC8414_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
@@ -27,7 +33,7 @@ impl Issuer {
     /// An `https` URL (or `http` to a loopback address) without query or fragment (RFC 8414 §2).
     pub fn parse(text: &str) -> Result<Issuer, DiscoveryError> {
         let bad = |reason: &str| DiscoveryError::BadIssuer {
-            issuer: text.chars().take(200).collect(),
+            issuer: sanitize(text, SERVER_TEXT_MAX),
             reason: reason.to_string(),
         };
         let url = Url::parse(text).map_err(|e| bad(&format!("not a URL ({e})")))?;
@@ -69,19 +75,6 @@ impl Issuer {
 impl fmt::Display for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-fn secure_or_loopback(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => url.host().is_some(),
-        "http" => match url.host() {
-            Some(Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => false,
-        },
-        _ => false,
     }
 }
 
@@ -128,17 +121,21 @@ impl Document {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 DiscoveryError::NotJson {
                     url: source.to_string(),
-                    reason: e.to_string(),
+                    reason: sanitize(&e.to_string(), SERVER_TEXT_MAX),
                 }
             }
-            _ => bad(format!("not a JSON metadata document: {e}")),
+            // serde's words for a wrong type quote the value: server text.
+            _ => bad(format!(
+                "not a JSON metadata document: {}",
+                sanitize(&e.to_string(), SERVER_TEXT_MAX)
+            )),
         })?;
         let found = raw.issuer.ok_or_else(|| bad("it has no `issuer`".into()))?;
         if found != issuer.as_str() {
             return Err(DiscoveryError::IssuerMismatch {
                 url: source.to_string(),
                 configured: issuer.as_str().to_string(),
-                found: found.chars().take(200).collect(),
+                found: sanitize(&found, SERVER_TEXT_MAX),
             });
         }
         let endpoint = raw
@@ -146,12 +143,7 @@ impl Document {
             .ok_or_else(|| bad("it has no `token_endpoint`".into()))?;
         let token_endpoint = Url::parse(&endpoint)
             .map_err(|e| bad(format!("`token_endpoint` is not a URL ({e})")))?;
-        if !secure_or_loopback(&token_endpoint) {
-            return Err(bad(format!(
-                "`token_endpoint` {token_endpoint} must be https (http only to a loopback address)"
-            )));
-        }
-        Ok(Document {
+        let doc = Document {
             issuer: found,
             token_endpoint,
             token_endpoint_auth_methods_supported: raw
@@ -162,7 +154,57 @@ impl Document {
                 .unwrap_or_default(),
             grant_types_supported: raw.grant_types_supported,
             source: source.clone(),
-        })
+        };
+        doc.check_transport(issuer)?;
+        Ok(doc)
+    }
+
+    /// The transport rule for the endpoint this document names, held wherever a document is adopted (fetched,
+    /// fetched again after a day, restored from the warm-start state): https, or plain http straight to a loopback
+    /// address; plain http never when the issuer is https (a document must not downgrade the credentials to clear
+    /// text) and never when a proxy from the environment would carry it (the client credential, or the subject token
+    /// of an exchange, would reach the proxy in clear). `allow_insecure_http` is consent for a configured URL and does
+    /// not extend to one a server names.
+    pub fn check_transport(&self, issuer: &Issuer) -> Result<(), DiscoveryError> {
+        self.transport_rule(issuer, env_proxy_carries)
+    }
+
+    /// [`Document::check_transport`] with the proxy question answered by `proxied` (the environment is the process's).
+    fn transport_rule(
+        &self,
+        issuer: &Issuer,
+        proxied: impl Fn(&Url) -> bool,
+    ) -> Result<(), DiscoveryError> {
+        let url = &self.token_endpoint;
+        let bad = |reason: String| DiscoveryError::BadDocument {
+            url: self.source.to_string(),
+            reason,
+        };
+        // Shown as it is from now on (Url text is printable ASCII): it must be what the one cleaning would show.
+        if sanitize(url.as_str(), MAX_ENDPOINT_CHARS) != url.as_str() {
+            return Err(bad(format!(
+                "`token_endpoint` is longer than {MAX_ENDPOINT_CHARS} characters: {}",
+                sanitize(url.as_str(), SERVER_TEXT_MAX)
+            )));
+        }
+        if !secure_or_loopback(url) {
+            return Err(bad(format!(
+                "`token_endpoint` {url} must be https (http only to a loopback address)"
+            )));
+        }
+        if url.scheme() == "http" && issuer.url().scheme() == "https" {
+            return Err(bad(format!(
+                "`token_endpoint` {url} is plain http but the issuer is https; a document may not move the credentials to clear text"
+            )));
+        }
+        if url.scheme() == "http" && proxied(url) {
+            // The proxy's address is not shown: it may carry a password.
+            return Err(bad(format!(
+                "`token_endpoint` {url} is plain http and a proxy from the environment (HTTP_PROXY/http_proxy or ALL_PROXY/all_proxy) would carry the credentials to it in clear; add {} to NO_PROXY or serve the token endpoint over https",
+                url.host_str().unwrap_or("its host")
+            )));
+        }
+        Ok(())
     }
 
     /// Whether the server takes assertions signed with `alg`; a document that does not say is taken at its word for any.
@@ -253,7 +295,7 @@ pub fn pick_auth_method(
                 ours.push("a client secret (client_secret_basic, client_secret_post)");
             }
             DiscoveryError::NoCommonAuthMethod {
-                supported: supported.join(", "),
+                supported: sanitize(&supported.join(", "), SERVER_TEXT_MAX),
                 configured: if ours.is_empty() {
                     "no client credentials".into()
                 } else {
@@ -348,14 +390,10 @@ pub fn choose_auth(configured: &ClientAuth, doc: &Document) -> Result<ClientAuth
 /// Why discovery failed. `is_transient` says whether asking again later with the usual backoff can help.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("issuer {issuer:?} is not usable: {reason}")]
+    #[error("issuer \"{issuer}\" is not usable: {reason}")]
     BadIssuer { issuer: String, reason: String },
-    #[error("discovery request to {url} failed: {source}")]
-    Network {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("discovery request to {url} failed: {cause}")]
+    Network { url: String, cause: String },
     #[error("{url} answered HTTP {status}")]
     Status {
         url: String,
@@ -370,7 +408,7 @@ pub enum DiscoveryError {
     NotJson { url: String, reason: String },
     #[error("the metadata document at {url} is unusable: {reason}")]
     BadDocument { url: String, reason: String },
-    #[error("the metadata document at {url} is for issuer {found:?}, not the configured {configured:?}; set `issuer` to exactly the document's value")]
+    #[error("the metadata document at {url} is for issuer \"{found}\", not the configured \"{configured}\"; set `issuer` to exactly the document's value")]
     IssuerMismatch {
         url: String,
         configured: String,
@@ -428,9 +466,9 @@ pub async fn fetch(client: &reqwest::Client, issuer: &Issuer) -> Result<Document
 
 /// The body of a 200, `None` for a 404, an error for anything else.
 async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>>, DiscoveryError> {
-    let network = |source| DiscoveryError::Network {
+    let network = |e: reqwest::Error| DiscoveryError::Network {
         url: url.to_string(),
-        source,
+        cause: super::error::transport_failure(&e).1,
     };
     let mut resp = client
         .get(url.clone())
@@ -683,10 +721,80 @@ mod tests {
             Document::parse(big.as_bytes(), &iss, &src()),
             Err(DiscoveryError::TooLarge { .. })
         ));
-        // http to loopback is fine (tests, a local proxy).
-        let local =
+        // http to loopback is fine from a loopback issuer (tests, a local proxy)...
+        let local = issuer("http://127.0.0.1:9000");
+        let body =
+            r#"{"issuer":"http://127.0.0.1:9000","token_endpoint":"http://127.0.0.1:8080/token"}"#;
+        assert!(Document::parse(body.as_bytes(), &local, &src()).is_ok());
+        // ...but an https issuer's document may not send the credentials to plain http, not even on loopback.
+        let body =
             r#"{"issuer":"https://idp.example","token_endpoint":"http://127.0.0.1:8080/token"}"#;
-        assert!(Document::parse(local.as_bytes(), &iss, &src()).is_ok());
+        let err = Document::parse(body.as_bytes(), &iss, &src()).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string()
+                .contains("is plain http but the issuer is https"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_discovered_plain_http_endpoint_is_refused_when_a_proxy_would_carry_it() {
+        let local = issuer("http://127.0.0.1:9000");
+        let d = Document::parse(
+            r#"{"issuer":"http://127.0.0.1:9000","token_endpoint":"http://localhost:8080/token"}"#
+                .as_bytes(),
+            &local,
+            &src(),
+        )
+        .unwrap();
+        assert!(d.transport_rule(&local, |_| false).is_ok());
+        let err = d.transport_rule(&local, |_| true).unwrap_err();
+        assert!(!err.is_transient());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a proxy from the environment")
+                && msg.contains("add localhost to NO_PROXY"),
+            "{msg}"
+        );
+        // https is never the proxy rule's business.
+        let iss = issuer("https://idp.example");
+        let d = Document::parse(doc("https://idp.example", "").as_bytes(), &iss, &src()).unwrap();
+        assert!(d.transport_rule(&iss, |_| true).is_ok());
+    }
+
+    #[test]
+    fn server_text_in_discovery_errors_is_cleaned_and_bounded() {
+        use serde_json::json;
+        let iss = issuer("https://idp.example");
+        let nasty = format!(
+            "x\r\n{{\"level\":\"ERROR\"}}\u{1b}[31m\u{202e}\u{2028}{}",
+            "y".repeat(30_000)
+        );
+        let ok = "https://idp.example";
+        let bodies = [
+            json!({"issuer": nasty, "token_endpoint": "https://idp.example/t"}),
+            json!({"issuer": ok, "token_endpoint": "https://idp.example/t",
+                   "token_endpoint_auth_methods_supported": [nasty, nasty]}),
+            json!({"issuer": ok, "token_endpoint": format!("https://idp.example/{}", "t".repeat(2000))}),
+            json!({"issuer": ok, "token_endpoint": "https://idp.example/t", "grant_types_supported": nasty}),
+            json!({"issuer": ok, "token_endpoint": nasty}),
+        ];
+        for body in &bodies {
+            let err = match Document::parse(body.to_string().as_bytes(), &iss, &src()) {
+                Err(e) => e,
+                Ok(d) => choose_auth(&ClientAuth::None { client_id: None }, &d)
+                    .map(|_| ())
+                    .unwrap_err(),
+            };
+            let msg = err.to_string();
+            assert!(msg.len() < 1000, "{} bytes: {msg}", msg.len());
+            assert!(
+                !msg.chars()
+                    .any(|c| c.is_control() || c == '\u{202e}' || c == '\u{2028}'),
+                "{msg:?}"
+            );
+        }
     }
 
     #[test]

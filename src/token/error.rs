@@ -64,7 +64,8 @@ error_kinds! {
     OutputWrite => "output_write", transient;
     /// The issuer's discovery document could not be had now (unreachable, 5xx, not JSON, too large): retried.
     Discovery => "discovery", transient;
-    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, no common method).
+    /// The discovery document is unusable as configured (issuer mismatch, no token endpoint, an endpoint the transport
+    /// rule refuses, no common method).
     DiscoveryInvalid => "discovery_invalid", permanent;
 }
 
@@ -234,7 +235,7 @@ pub fn redirect_target(headers: &HeaderMap, url: &Url) -> Option<String> {
     to.set_fragment(None);
     let _ = to.set_username("");
     let _ = to.set_password(None);
-    let mut shown = sanitize(to.as_str());
+    let mut shown = sanitize(to.as_str(), SERVER_TEXT_MAX);
     if had_query {
         shown.push_str(" (query not shown)");
     }
@@ -251,7 +252,7 @@ pub fn status_error_to(
     forms: &[String],
     location: Option<&str>,
 ) -> FetchError {
-    let clean = |s: &str| sanitize(&redact(s, forms));
+    let clean = |s: &str| sanitize(&redact(s, forms), SERVER_TEXT_MAX);
     let code = status.as_u16();
     let json: Option<Map<String, Value>> = if is_html {
         None
@@ -326,8 +327,15 @@ fn redact_opt(s: Option<&str>, forms: &[String]) -> Option<String> {
 
 /// The error for a request to `url` that got no complete answer.
 pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
+    let (kind, what) = transport_failure(e);
+    FetchError::new(kind, format!("token request to {url} failed: {what}"))
+}
+
+/// What went wrong with a request that got no complete answer, in a few cleaned words (the root cause may quote the
+/// server: a certificate's names, say).
+pub fn transport_failure(e: &reqwest::Error) -> (ErrorKind, String) {
     let cause = root_cause(e);
-    let (kind, what) = if e.is_timeout() {
+    if e.is_timeout() {
         (ErrorKind::Timeout, "timed out".to_string())
     } else if has_rustls_error(e) {
         (ErrorKind::Tls, format!("TLS failed: {cause}"))
@@ -340,8 +348,7 @@ pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
             ErrorKind::Network,
             format!("the connection failed: {cause}"),
         )
-    };
-    FetchError::new(kind, format!("token request to {url} failed: {what}"))
+    }
 }
 
 fn error_detail(m: &Map<String, Value>) -> Option<&str> {
@@ -358,13 +365,48 @@ fn error_detail(m: &Map<String, Value>) -> Option<&str> {
     Some(s)
 }
 
-/// Server text goes into logs: keep it short and printable.
-pub fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
+/// The most characters of one piece of server text (an error description, a discovery field) that a message keeps.
+pub const SERVER_TEXT_MAX: usize = 200;
+
+/// The one cleaning that every string a server sent (token and exchange answers, discovery documents, headers, TLS
+/// and connection errors) passes before it reaches a log line, `/status`, a metric label, an error or stderr.
+///
+/// Characters that could forge a log line or change what a reader sees are escaped, never passed on: C0 and C1
+/// controls (CR, LF, ESC, DEL, NEL, ...) as `\n`, `\r`, `\t` or `\u{1b}`, and so are the Unicode line and
+/// paragraph separators and the bidirectional controls. The result has at most `max_chars` characters before a
+/// marker that says how many bytes were cut. Only the part kept is looked at, so a megabyte costs no more than
+/// `max_chars` characters.
+pub fn sanitize(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars) + 32);
+    let mut shown = 0;
+    for (i, c) in s.char_indices() {
+        let piece = match c {
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            '\t' => "\\t".to_string(),
+            c if must_escape(c) => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        };
+        let n = piece.chars().count();
+        if shown + n > max_chars {
+            out.push_str(&format!("… [{} more bytes cut]", s.len() - i));
+            return out;
+        }
+        shown += n;
+        out.push_str(&piece);
     }
     out
+}
+
+/// Controls, line and paragraph separators, and the bidirectional marks, embeddings, overrides and isolates.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 pub fn looks_like_html(body: &[u8]) -> bool {
@@ -385,7 +427,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(next) = cur.source() {
         cur = next;
     }
-    sanitize(&cur.to_string())
+    sanitize(&cur.to_string(), SERVER_TEXT_MAX)
 }
 
 fn sources<'a>(
@@ -464,6 +506,37 @@ mod tests {
 
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn server_text_is_escaped_and_cut_with_a_marker() {
+        let s = "a\r\nb\u{1b}[31mc\u{7f}d\u{85}e\u{2028}f\u{202e}g\u{2067}h\tі✓";
+        assert_eq!(
+            sanitize(s, SERVER_TEXT_MAX),
+            r"a\r\nb\u{1b}[31mc\u{7f}d\u{85}e\u{2028}f\u{202e}g\u{2067}h\tі✓"
+        );
+        assert_eq!(sanitize("plain text", SERVER_TEXT_MAX), "plain text");
+        // Cut at the limit, counting what is shown (escapes included), never inside a character.
+        assert_eq!(sanitize("ééééé", 3), "ééé… [4 more bytes cut]");
+        assert_eq!(sanitize("ab\ncd", 3), "ab… [3 more bytes cut]");
+        assert_eq!(sanitize("abc", 3), "abc");
+        // A megabyte of hostile text gives as short a line as anything else.
+        let mb = "\n\u{1b}x".repeat(350_000);
+        let out = sanitize(&mb, SERVER_TEXT_MAX);
+        assert!(out.chars().count() <= SERVER_TEXT_MAX + 30, "{out}");
+        assert!(out.ends_with(" more bytes cut]") && !out.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn an_error_description_cannot_forge_a_log_line() {
+        let forged = format!(
+            "{{\"error\":\"invalid_client\",\"error_description\":\"bad\\r\\n2026-01-01T00:00:00Z ERROR forged\\u001b[2K{}\"}}",
+            "z".repeat(60_000)
+        );
+        let e = status(401, forged.as_bytes());
+        assert!(!e.message.chars().any(char::is_control), "{e}");
+        assert!(e.message.contains(r"bad\r\n2026") && e.message.contains("more bytes cut]"));
+        assert!(e.message.len() < 400, "{}", e.message.len());
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

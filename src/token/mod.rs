@@ -11,6 +11,7 @@ pub mod jws;
 mod test_http;
 #[allow(clippy::module_inception)]
 pub mod token;
+pub mod transport;
 
 pub use auth::ClientAuth;
 pub use client::{RequestSpec, TokenClient};

@@ -86,14 +86,23 @@ impl ResponseError {
     }
 }
 
-/// What the response said about its lifetime, before fallbacks.
-fn expires_in_seconds(v: Option<&Value>) -> Option<f64> {
-    let secs = match v? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
+/// What the response said about its lifetime, before fallbacks: `Ok(None)` when it gave none that can be used (absent,
+/// null, not a number, longer than [`MAX_LIFETIME`]), so the JWT `exp` or `default_lifetime` applies. A lifetime of
+/// zero or less is the server saying the token is already expired: an error, never replaced by a default.
+fn expires_in_seconds(v: Option<&Value>) -> Result<Option<f64>, ResponseError> {
+    let secs = match v {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
     };
-    (secs.is_finite() && secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()).then_some(secs)
+    match secs {
+        Some(s) if s <= 0.0 => Err(ResponseError::Invalid(format!(
+            "the token response says the token lives {} s (expires_in); a token that is already expired is not served",
+            if s == 0.0 { 0.0 } else { s.max(-1e12) }
+        ))),
+        Some(s) if s.is_finite() && s <= MAX_LIFETIME.as_secs_f64() => Ok(Some(s)),
+        _ => Ok(None),
+    }
 }
 
 /// The `exp` claim of a JWT, read without verifying the signature (we only need the time, the server vouches for the token).
@@ -169,7 +178,7 @@ pub fn parse_token_response(
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
     };
-    let (lifetime, lifetime_source) = if let Some(secs) = expires_in_seconds(map.get("expires_in"))
+    let (lifetime, lifetime_source) = if let Some(secs) = expires_in_seconds(map.get("expires_in"))?
     {
         (Duration::from_secs_f64(secs), LifetimeSource::ExpiresIn)
     } else if let Some(exp) = jwt_exp(&access_token) {
@@ -346,8 +355,6 @@ mod tests {
         let exp = 1_800_000_000 + 900;
         for bad in [
             "",
-            r#","expires_in":0"#,
-            r#","expires_in":-5"#,
             r#","expires_in":"soon""#,
             r#","expires_in":1e300"#,
             r#","expires_in":null"#,
@@ -378,6 +385,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("already past"));
+    }
+
+    #[test]
+    fn a_lifetime_of_zero_or_less_is_an_invalid_response_even_with_a_jwt_exp() {
+        for (expires_in, says) in [
+            ("0", "lives 0 s"),
+            ("-5", "lives -5 s"),
+            (r#""0""#, "lives 0 s"),
+            (r#"" -30 ""#, "lives -30 s"),
+            ("-0.0", "lives 0 s"),
+            (r#""-inf""#, "lives -1000000000000 s"),
+        ] {
+            for token in [jwt(1_800_000_000 + 900), "opaque".to_string()] {
+                let body = format!(
+                    r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{expires_in}}}"#
+                );
+                let e = parse(&body).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidResponse, "{expires_in}");
+                assert!(!e.kind().is_permanent());
+                assert!(e.to_string().contains(says), "{expires_in}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -482,123 +482,6 @@ fn admin_port_flood_keeps_memory_probes_and_refreshes() {
     row.pass();
 }
 
-/// A memory cgroup of 32 MiB holding only the sidecar (v2, or the v1 memory hierarchy where that is what the host has).
-struct Cgroup {
-    dir: PathBuf,
-    v2: bool,
-}
-
-impl Cgroup {
-    fn create() -> Cgroup {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the cgroup flood needs root (CI runs it as root)"
-        );
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let name = format!("token-vendor-flood-{}", std::process::id());
-        let root = Path::new("/sys/fs/cgroup");
-        let v2_memory = std::fs::read_to_string(root.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"));
-        let cg = if v2_memory {
-            // A child of the root: the root may have processes and still delegate controllers.
-            let sub =
-                std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
-            if !sub.split_whitespace().any(|x| x == "memory") {
-                std::fs::write(root.join("cgroup.subtree_control"), "+memory").unwrap_or_else(
-                    |e| panic!("cannot enable the memory controller in /sys/fs/cgroup: {e}"),
-                );
-            }
-            Cgroup {
-                dir: root.join(name),
-                v2: true,
-            }
-        } else {
-            let path = own
-                .lines()
-                .find_map(|l| {
-                    let mut f = l.splitn(3, ':');
-                    let (_, ctl, p) = (f.next()?, f.next()?, f.next()?);
-                    ctl.split(',').any(|c| c == "memory").then(|| p.to_string())
-                })
-                .unwrap_or_else(|| {
-                    panic!("no cgroup v2 memory controller and no v1 memory hierarchy: /proc/self/cgroup is\n{own}")
-                });
-            Cgroup {
-                dir: root
-                    .join("memory")
-                    .join(path.trim_start_matches('/'))
-                    .join(name),
-                v2: false,
-            }
-        };
-        std::fs::create_dir(&cg.dir).unwrap_or_else(|e| {
-            panic!(
-                "cannot create the memory cgroup {}: {e} (the cgroup file system is not writable here)",
-                cg.dir.display()
-            )
-        });
-        if cg.v2 {
-            cg.write("memory.max", "32M");
-            if cg.dir.join("memory.swap.max").exists() {
-                cg.write("memory.swap.max", "0");
-            }
-        } else {
-            cg.write("memory.limit_in_bytes", "32M");
-            if cg.dir.join("memory.memsw.limit_in_bytes").exists() {
-                cg.write("memory.memsw.limit_in_bytes", "32M");
-            }
-        }
-        cg
-    }
-
-    fn write(&self, file: &str, value: &str) {
-        std::fs::write(self.dir.join(file), value).unwrap_or_else(|e| {
-            panic!("cannot write {value} to {}/{file}: {e}", self.dir.display())
-        });
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
-    }
-
-    fn oom_kills(&self) -> u64 {
-        let f = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        self.read(f)
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no oom_kill count in {}/{f}", self.dir.display()))
-    }
-
-    fn peak_bytes(&self) -> Option<u64> {
-        let f = if self.v2 {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        self.read(f).trim().parse().ok()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // The sidecar is killed and reaped before this runs (declared later, dropped first); rmdir may race its exit.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("could not remove {}", self.dir.display());
-    }
-}
-
 #[test]
 #[ignore = "needs root (CI runs it)"]
 fn admin_port_flood_under_a_32_mib_memory_cgroup() {
@@ -608,8 +491,8 @@ fn admin_port_flood_under_a_32_mib_memory_cgroup() {
         "the h02a flood with the sidecar alone in a memory cgroup limited to 32 MiB (swap 0)",
         "no OOM kill (memory.events / memory.oom_control), alive, /livez 200; the h02a bounds",
     );
-    let cg = Cgroup::create();
-    let f = flood(|pid| cg.write("cgroup.procs", &pid.to_string()));
+    let cg = Cgroup::create("flood");
+    let f = flood(|pid| cg.enter(pid));
     let kills = cg.oom_kills();
     let peak = cg.peak_bytes();
     eprintln!(

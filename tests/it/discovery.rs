@@ -16,8 +16,8 @@ use crate::auth_blocks::keypair;
 use crate::helpers::*;
 
 /// A metadata server: fixed answers by path, 404 for the rest, and every path asked for.
-struct DocServer {
-    addr: SocketAddr,
+pub(crate) struct DocServer {
+    pub(crate) addr: SocketAddr,
     routes: Arc<Mutex<BTreeMap<String, (u16, String)>>>,
     hits: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -26,7 +26,7 @@ struct DocServer {
 
 impl DocServer {
     /// Listens on `addr` (port 0 for any).
-    fn start(addr: SocketAddr) -> DocServer {
+    pub(crate) fn start(addr: SocketAddr) -> DocServer {
         let listener = TcpListener::bind(addr).expect("bind the metadata server");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -51,23 +51,23 @@ impl DocServer {
         }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn route(&self, path: &str, status: u16, body: &str) {
+    pub(crate) fn route(&self, path: &str, status: u16, body: &str) {
         self.routes
             .lock()
             .unwrap()
             .insert(path.to_string(), (status, body.to_string()));
     }
 
-    fn hits(&self) -> Vec<String> {
+    pub(crate) fn hits(&self) -> Vec<String> {
         self.hits.lock().unwrap().clone()
     }
 
     /// Stops listening: connections are refused from now on.
-    fn down(&mut self) {
+    pub(crate) fn down(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -112,7 +112,7 @@ fn serve_doc(
     );
 }
 
-fn doc(issuer: &str, token_endpoint: &str, methods: &[&str]) -> String {
+pub(crate) fn doc(issuer: &str, token_endpoint: &str, methods: &[&str]) -> String {
     json!({
         "issuer": issuer,
         "token_endpoint": token_endpoint,

@@ -435,7 +435,8 @@ fn once_fails_for_a_token_already_past_refresh_time() {
     let sb = Sandbox::new();
     let d = sb.dir.path().to_path_buf();
     let secret = sb.write("secret", "s3cret\n");
-    // (An expires_in of 0 or less means "no usable lifetime": default_lifetime is assumed, as before.)
+    // A 1 s token is past its refresh_time (buffer 1 s) when it arrives. (An expires_in of 0 or less is not a
+    // lifetime at all: an invalid_response, tests/it/hostile_inputs.rs.)
     {
         let expires_in = 1;
         let server = TokenServer::start(Behavior::issue(expires_in));
@@ -448,6 +449,10 @@ fn once_fails_for_a_token_already_past_refresh_time() {
         assert!(
             err.contains("already past its refresh_time"),
             "expires_in {expires_in}: {err}"
+        );
+        assert!(
+            !sb.path("out/token").exists(),
+            "once wrote a token it reported as not valid"
         );
     }
     let server = TokenServer::start(Behavior::issue(60));

@@ -12,6 +12,8 @@ mod discovery;
 mod exchange;
 mod exchange_server;
 mod harden_reads;
+mod hostile_config;
+mod hostile_inputs;
 mod hostile_output;
 mod hostile_state;
 mod notify;

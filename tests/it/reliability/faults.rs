@@ -1,4 +1,4 @@
-//! Scenario 1: every fault of the token server while a valid token is published, and the odd-but-valid answers that must be accepted.
+//! Scenario 1: every fault of the token server while a valid token is published (a lifetime of 0 s or less is one), and the odd-but-valid answers that must be accepted.
 
 use std::time::{Duration, Instant};
 
@@ -250,17 +250,18 @@ fn cases() -> Vec<Case> {
                 lifetime: Some((20.0, 20.0)),
             },
         ),
+        // The server says the token is already expired: not replaced by default_lifetime, retried.
         c(
             "01q",
             "`expires_in: 0`",
             issue_with(Some(json!(0)), "Bearer", None),
-            Expect::Accepted { lifetime: None },
+            fault("invalid_response", "lives 0 s", 2),
         ),
         c(
             "01r",
             "`expires_in: -30`",
             issue_with(Some(json!(-30)), "Bearer", None),
-            Expect::Accepted { lifetime: None },
+            fault("invalid_response", "lives -30 s", 2),
         ),
         c(
             "01s",

@@ -21,12 +21,18 @@ fn config(
     sb.write(
         "c.yaml",
         &format!(
-            "listen: \"127.0.0.1:0\"\nlog: {{level: trace, format: json}}\nrefresh: {{window: [0.05, 0.1], min_backoff: 100ms, max_backoff: 300ms}}\n\
+            "listen: \"127.0.0.1:0\"\nlog: {{level: \"{TRACE_ALL}\", format: json}}\nrefresh: {{window: [0.05, 0.1], min_backoff: 100ms, max_backoff: 300ms}}\n\
              tokens:\n  - name: basic\n    token_url: {url}\n    client_id: {id}\n    client_secret: {inline}\n    http: {{timeout: 1s}}\n    outputs: [{{path: {d}/out/basic}}]\n\
              \x20 - name: post\n    token_url: {url}\n    client_id: {id}-post\n    client_secret_file: {d}/secrets/post\n    auth_method: client_secret_post\n    http: {{timeout: 1s}}\n    outputs: [{{path: {d}/out/post, format: json}}]\n"
         ),
     )
 }
+
+/// `trace` for token-vendor and, named one by one (a bare `trace` leaves other crates at `debug`), for the HTTP and
+/// TLS stack that handles the secrets: the most a user can ask to see. The file watcher is left out: it has no secret
+/// to show, and its trace lines about the log file beside the config are what the bare level keeps off.
+const TRACE_ALL: &str =
+    "trace,hyper=trace,hyper_util=trace,reqwest=trace,rustls=trace,h2=trace,want=trace,mio=trace,tokio=trace";
 
 #[test]
 fn reliability_10_no_secret_or_token_leaks_anywhere() {

@@ -14,5 +14,5 @@ mod permanent;
 mod reload;
 mod signals;
 mod startup;
-mod tls;
+pub(crate) mod tls;
 mod torn;

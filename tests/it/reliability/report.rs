@@ -42,8 +42,8 @@ pub const ROWS: &[(&str, &str)] = &[
     ),
     ("01o", "1. Accepted: token_type bearer (lower case)"),
     ("01p", "1. Accepted: expires_in as a numeric string"),
-    ("01q", "1. Accepted: expires_in zero"),
-    ("01r", "1. Accepted: expires_in negative"),
+    ("01q", "1. Fault: expires_in zero"),
+    ("01r", "1. Fault: expires_in negative"),
     ("01s", "1. Accepted: expires_in absent, JWT with exp"),
     ("01t", "1. Accepted: expires_in absent, opaque token"),
     ("01u", "1. Accepted: expires_in absurdly large"),
@@ -111,6 +111,10 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
         "H3. Hostile config by reload: FIFO, /dev/zero, directory, 150,000-level nesting",
     ),
     (
+        "h03c",
+        "H3. Hostile config by reload: YAML alias bomb in a 32 MiB memory cgroup (root)",
+    ),
+    (
         "h04a",
         "H4. mTLS client certificate rotated in place (cert-manager / Secret update)",
     ),
@@ -123,6 +127,23 @@ pub const ROWS_HOSTILE: &[(&str, &str)] = &[
         "h05b",
         "H5. Output directory swapped for a symlink after start",
     ),
+    (
+        "h05c",
+        "H5. Output path through a symlink planted before start by another uid (root)",
+    ),
+    (
+        "h06a",
+        "H6. Discovered token endpoint: https issuer, proxy rule (at start, on a refetch, from the saved document)",
+    ),
+    (
+        "h06b",
+        "H6. Server text with control characters and 1 MB in every field (token, exchange, discovery)",
+    ),
+    (
+        "h06c",
+        "H6. A token that lives 0 s or less (`run` and `once`)",
+    ),
+    ("h07", "H7. Trace logging into a watched directory"),
 ];
 
 /// Both tables: (heading, rows).

@@ -18,8 +18,8 @@ use super::report::Row;
 use crate::helpers::*;
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all made now.
-struct Pki {
-    ca_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
     ca_der: CertificateDer<'static>,
     server_der: CertificateDer<'static>,
     server_key_der: Vec<u8>,
@@ -28,7 +28,7 @@ struct Pki {
     client_der: CertificateDer<'static>,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -100,8 +100,8 @@ fn acceptor(server: &Pki, client_ca: Option<&Pki>) -> TlsAcceptor {
 }
 
 /// An HTTPS front that terminates TLS and forwards the bytes to a plain-HTTP backend.
-struct TlsFront {
-    addr: SocketAddr,
+pub(crate) struct TlsFront {
+    pub(crate) addr: SocketAddr,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     /// What the next handshake is served with: swapped by [`TlsFront::serve`] to rotate the server's side.
     acceptor: Arc<Mutex<TlsAcceptor>>,
@@ -109,7 +109,7 @@ struct TlsFront {
 }
 
 impl TlsFront {
-    fn start(backend: SocketAddr, pki: &Pki, require_client_cert: bool) -> TlsFront {
+    pub(crate) fn start(backend: SocketAddr, pki: &Pki, require_client_cert: bool) -> TlsFront {
         let acceptor = Arc::new(Mutex::new(acceptor(
             pki,
             require_client_cert.then_some(pki),
