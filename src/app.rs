@@ -14,6 +14,7 @@ use crate::admin::{self, Admin};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, OnExit, RefreshPolicy, TokenConfig};
 use crate::metrics::{Metrics, ReloadResult};
+use crate::notify::{Notifier, Retry};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
 use crate::token::error::chain;
@@ -137,6 +138,20 @@ async fn build_clients(tokens: Vec<TokenConfig>) -> Result<HttpClients, Error> {
         Ok(r) => r.map_err(|e| *e),
         Err(e) => Err(Error::Task(e)),
     }
+}
+
+/// The started notifier of a token with a `notify` hook (`None` without one).
+fn notifier(
+    cfg: &TokenConfig,
+    policy: RefreshPolicy,
+    retry: Retry,
+    state: &Arc<State>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Notifier>, Error> {
+    crate::notify::attach(cfg, policy, retry, state, metrics).map_err(|e| Error::Client {
+        token: cfg.name.clone(),
+        source: HttpClientError::Build(e),
+    })
 }
 
 /// Everything needed to start one token's refresher.
@@ -278,6 +293,13 @@ impl Daemon {
         } else {
             refresher
         };
+        let refresher = refresher.notifying(notifier(
+            cfg,
+            policy,
+            Retry::UntilSuperseded,
+            &self.state,
+            &self.metrics,
+        )?);
         let handle = tokio::spawn(refresher.run(rx, wake.clone()));
         self.running.insert(
             cfg.name.clone(),
@@ -661,7 +683,13 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
             &metrics,
             config.state_dir.as_deref(),
         )?;
-        let mut refresher = refresher.one_shot();
+        let mut refresher = refresher.one_shot().notifying(notifier(
+            t,
+            config.refresh,
+            Retry::Never,
+            &state,
+            &metrics,
+        )?);
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
@@ -698,7 +726,11 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
                             ),
                         )
                     }
-                    Ok(Ok(Outcome::Refreshed { .. })) => return None,
+                    Ok(Ok(Outcome::Refreshed { .. })) => {
+                        // The hook's one attempt, bounded: `once` tells a running app too.
+                        refresher.finish_notify().await;
+                        return None;
+                    }
                     Ok(Ok(Outcome::Failed { error, next })) => {
                         let permanent = error.kind.is_permanent();
                         last = Some(error.to_string());

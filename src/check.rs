@@ -1,8 +1,9 @@
-//! The `check` command: the config, then every file and variable it refers to (credentials and the subject token readable, CA and client certificate parseable, output directories writable), without contacting any server.
+//! The `check` command: the config, then every file and variable it refers to (credentials and the subject token readable, CA and client certificate parseable, output directories writable, a signal hook's pid file valid if present), without contacting any server.
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Problem};
+use crate::config::{Config, NotifyConfig, Problem};
+use crate::notify::PidFileError;
 use crate::token::error::chain;
 use crate::token::http::build_http_client;
 use crate::token::transport::env_proxy_carries;
@@ -27,10 +28,14 @@ pub fn check(path: &Path) -> Report {
                 warnings: Vec::new(),
             }
         }
-        Ok(c) => Report {
-            problems: check_files(&c),
-            warnings: c.warnings(),
-        },
+        Ok(c) => {
+            let mut warnings = c.warnings();
+            warnings.extend(pid_file_warnings(&c));
+            Report {
+                problems: check_files(&c),
+                warnings,
+            }
+        }
     }
 }
 
@@ -67,6 +72,17 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
                 message: chain(&e),
             });
         }
+        if let Some(NotifyConfig::Signal { pid_file, .. }) = &t.notify {
+            // Missing is normal before the app runs (a warning, see `pid_file_warnings`); anything else there that
+            // names no process is a wrong path.
+            match crate::notify::read_pid_file(pid_file) {
+                Ok(_) | Err(PidFileError::Missing(_)) => {}
+                Err(e) => problems.push(Problem {
+                    path: format!("tokens[{i}].notify.signal.pid_file"),
+                    message: chain(&e),
+                }),
+            }
+        }
         for (j, o) in t.outputs.iter().enumerate() {
             if let Err(message) = crate::output::check_writable(&o.path) {
                 problems.push(Problem {
@@ -77,6 +93,25 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Signal hooks whose pid file is not there yet: fine while the app has not started, worth a word otherwise.
+pub fn pid_file_warnings(config: &Config) -> Vec<Problem> {
+    config
+        .tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match &t.notify {
+            Some(NotifyConfig::Signal { pid_file, .. }) if !pid_file.exists() => Some(Problem {
+                path: format!("tokens[{i}].notify.signal.pid_file"),
+                message: format!(
+                    "{} does not exist yet; the app is to write its process id there (read before every signal; no signal is sent while it is missing)",
+                    pid_file.display()
+                ),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Outputs that would overwrite a file the sidecar reads or keeps: the config, a credential or key file (whatever
@@ -92,6 +127,12 @@ pub fn output_conflicts(config_path: &Path, config: &Config) -> Vec<Problem> {
             protected.push((
                 format!("a file tokens[{i}] reads its credentials from"),
                 canon(f),
+            ));
+        }
+        if let Some(NotifyConfig::Signal { pid_file, .. }) = &t.notify {
+            protected.push((
+                format!("the pid file of tokens[{i}].notify"),
+                canon(pid_file),
             ));
         }
         for (key, f) in [
@@ -243,6 +284,48 @@ mod tests {
             .into_iter()
             .map(|p| format!("{}: {}", p.path, p.message))
             .collect()
+    }
+
+    #[test]
+    fn a_signal_hook_pid_file_is_checked_if_present_warned_about_if_not_and_never_an_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("secret"), "s").unwrap();
+        let cfg = d.join("config.yaml");
+        let y = format!(
+            "tokens:\n  - name: a\n    token_url: https://idp.example/token\n    client_id: id\n    client_secret_file: {d}/secret\n    outputs: [{{path: {d}/token}}]\n    notify: {{signal: {{pid_file: {d}/app.pid}}}}\n",
+            d = d.display()
+        );
+        std::fs::write(&cfg, &y).unwrap();
+        let r = check(&cfg);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert_eq!(r.warnings[0].path, "tokens[0].notify.signal.pid_file");
+        assert!(r.warnings[0].message.contains("does not exist yet"));
+        std::fs::write(d.join("app.pid"), "4242\n").unwrap();
+        let r = check(&cfg);
+        assert!(r.problems.is_empty() && r.warnings.is_empty(), "{r:?}");
+        std::fs::write(d.join("app.pid"), "not a pid, maybe a secret").unwrap();
+        let r = check(&cfg);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].path, "tokens[0].notify.signal.pid_file");
+        assert!(
+            r.problems[0].message.contains("does not hold a process id")
+                && !r.problems[0].message.contains("secret"),
+            "{:?}",
+            r.problems
+        );
+        let out = y.replace(
+            &format!("outputs: [{{path: {}/token}}]", d.display()),
+            &format!("outputs: [{{path: {}/app.pid}}]", d.display()),
+        );
+        std::fs::write(&cfg, &out).unwrap();
+        let p = check(&cfg).problems;
+        assert!(
+            p.iter().any(|p| p.path == "tokens[0].outputs[0].path"
+                && p.message.contains("the pid file of tokens[0].notify")),
+            "{p:?}"
+        );
     }
 
     #[test]

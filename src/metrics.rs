@@ -44,6 +44,44 @@ struct ReloadLabels {
     result: ReloadResult,
 }
 
+/// What became of a notification to the app (`crate::notify`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum NotifyResult {
+    /// The app was told: a 2xx answer, or the signal was sent.
+    success,
+    /// An attempt failed (http retries it with backoff).
+    error,
+    /// No process to signal: the pid file is missing or stale.
+    skipped,
+    /// A newer token replaced a notification before it was delivered.
+    superseded,
+}
+
+impl NotifyResult {
+    pub const ALL: [NotifyResult; 4] = [
+        NotifyResult::success,
+        NotifyResult::error,
+        NotifyResult::skipped,
+        NotifyResult::superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyResult::success => "success",
+            NotifyResult::error => "error",
+            NotifyResult::skipped => "skipped",
+            NotifyResult::superseded => "superseded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    token: String,
+    result: NotifyResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ErrorLabels {
     token: String,
@@ -66,6 +104,7 @@ pub struct Metrics {
     last_success: Family<TokenLabel, FloatGauge>,
     write_errors: Family<TokenLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    notify_total: Family<NotifyLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +150,7 @@ impl Metrics {
             last_success: Family::default(),
             write_errors: Family::default(),
             reloads: Family::default(),
+            notify_total: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +197,11 @@ impl Metrics {
             "token_vendor_config_reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
+        );
+        registry.register(
+            "token_vendor_notify",
+            "Notifications to the app that its token changed (tokens with a notify hook), by result: success, error (a failed attempt; http retries it), skipped (no process to signal), superseded (a newer token came first)",
+            m.notify_total.clone(),
         );
         registry.register(
             "token_vendor_build",
@@ -209,6 +254,35 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    pub fn notify(&self, token: &str, result: NotifyResult) {
+        self.notify_total
+            .get_or_create(&NotifyLabels {
+                token: token.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Makes a token's notify series exist from the start (only tokens with a hook have them).
+    pub fn register_notify(&self, token: &str) {
+        for result in NotifyResult::ALL {
+            let _ = self.notify_total.get_or_create(&NotifyLabels {
+                token: token.to_string(),
+                result,
+            });
+        }
+    }
+
+    /// Drops a token's notify series (its hook was removed, or the token).
+    pub fn forget_notify(&self, token: &str) {
+        for result in NotifyResult::ALL {
+            self.notify_total.remove(&NotifyLabels {
+                token: token.to_string(),
+                result,
+            });
+        }
+    }
+
     /// Makes a token's series exist from the start, so alerts see zeros rather than nothing.
     pub fn register_token(&self, token: &str) {
         let l = label(token);
@@ -245,6 +319,7 @@ impl Metrics {
         self.refresh_duration.remove(&l);
         self.last_success.remove(&l);
         self.write_errors.remove(&l);
+        self.forget_notify(token);
         self.error_series
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -47,6 +47,34 @@ impl From<&FetchError> for LastError {
     }
 }
 
+/// What `/status` shows of a token's notify hook: never the token, never what the app answered.
+#[derive(Debug, Clone)]
+pub struct NotifyStatus {
+    /// `http` or `signal`.
+    pub kind: &'static str,
+    /// The URL, or the signal and the pid file.
+    pub target: String,
+    /// The last attempt's result, as the metric's `result` label says it.
+    pub last_result: Option<&'static str>,
+    pub last_attempt: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    /// Why the last attempt did not reach the app (bounded; names the URL or pid file).
+    pub problem: Option<String>,
+}
+
+impl NotifyStatus {
+    pub fn new(kind: &'static str, target: String) -> Self {
+        NotifyStatus {
+            kind,
+            target,
+            last_result: None,
+            last_attempt: None,
+            last_success: None,
+            problem: None,
+        }
+    }
+}
+
 /// One token's published status.
 #[derive(Debug, Clone)]
 pub struct TokenStatus {
@@ -59,6 +87,8 @@ pub struct TokenStatus {
     /// The refresher promises to act again by this instant; past it, it has stalled.
     pub expected_by: Instant,
     pub alive: bool,
+    /// The notify hook's last result; `None` without a hook.
+    pub notify: Option<NotifyStatus>,
 }
 
 impl TokenStatus {
@@ -72,6 +102,7 @@ impl TokenStatus {
             last_success: None,
             expected_by: now + Duration::from_secs(60),
             alive: true,
+            notify: None,
         }
     }
 
@@ -134,6 +165,18 @@ pub struct StatusEntry {
     pub last_success: Option<String>,
     pub consecutive_failures: u32,
     pub last_error: Option<StatusError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<StatusNotify>,
+}
+
+#[derive(Serialize)]
+pub struct StatusNotify {
+    pub kind: &'static str,
+    pub target: String,
+    pub last_result: Option<&'static str>,
+    pub last_attempt: Option<String>,
+    pub last_success: Option<String>,
+    pub problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -259,6 +302,14 @@ impl State {
                 last_error: s.last_error.as_ref().map(|e| StatusError {
                     kind: e.kind,
                     message: e.message.clone(),
+                }),
+                notify: s.notify.as_ref().map(|n| StatusNotify {
+                    kind: n.kind,
+                    target: n.target.clone(),
+                    last_result: n.last_result,
+                    last_attempt: n.last_attempt.map(rfc3339),
+                    last_success: n.last_success.map(rfc3339),
+                    problem: n.problem.clone(),
                 }),
             })
             .collect()

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod grant;
+pub mod notify;
 mod raw;
 mod validate;
 pub use validate::salvage;
@@ -22,6 +23,7 @@ use url::Url;
 use crate::credentials::CredentialSource;
 pub use crate::token::http::HttpConfig;
 use crate::token::{ClientAuth, Grant};
+pub use notify::NotifyConfig;
 
 /// A checked configuration: every value here is valid, nothing downstream re-checks it.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +99,8 @@ pub struct TokenConfig {
     pub default_lifetime: Duration,
     pub http: HttpConfig,
     pub outputs: Vec<OutputConfig>,
+    /// Told after each successful publish that the token changed (`crate::notify`).
+    pub notify: Option<NotifyConfig>,
 }
 
 /// OIDC discovery / RFC 8414 for one token (`token::discovery` does the fetching and checking).

@@ -100,6 +100,30 @@ pub struct RawToken {
     pub subject_token_file: Option<PathBuf>,
     pub subject_token_type: Option<String>,
     pub requested_token_type: Option<String>,
+    /// Read into [`RawNotify`] on its own, so that a bad key inside is not also reported as a missing hook.
+    pub notify: Option<serde_yaml_ng::Value>,
+}
+
+/// `notify`: how the app is told that its token changed (checked in `config::notify`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub http: Option<RawNotifyHttp>,
+    pub signal: Option<RawNotifySignal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifyHttp {
+    pub url: String,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifySignal {
+    pub pid_file: PathBuf,
+    pub signal: Option<String>,
 }
 
 #[derive(Deserialize)]

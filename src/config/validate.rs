@@ -11,8 +11,8 @@ use serde_yaml_ng::Value;
 use url::Url;
 
 use super::raw::{
-    OneOrMany, RawAuthMethod, RawLog, RawLogFormat, RawMode, RawOnExit, RawOutput, RawRefresh,
-    RawReload, RawToken,
+    OneOrMany, RawAuthMethod, RawLog, RawLogFormat, RawMode, RawNotify, RawOnExit, RawOutput,
+    RawRefresh, RawReload, RawToken,
 };
 use super::{
     Config, Discovery, Format, HttpConfig, LogConfig, LogFormat, OnExit, OutputConfig, Problem,
@@ -461,6 +461,7 @@ fn inert_token(i: usize) -> TokenConfig {
         default_lifetime: Duration::from_secs(300),
         http: HttpConfig::default(),
         outputs: Vec::new(),
+        notify: None,
     }
 }
 
@@ -621,6 +622,17 @@ fn token_config(
         problems.into_iter().for_each(|(p, m)| c.problem(p, m));
         Grant::ClientCredentials
     });
+    let notify = raw.notify.and_then(|v| {
+        let before = c.problems.len();
+        let n = c.field::<RawNotify>(v, &format!("{at}.notify"))?;
+        // A key refused inside (and taken out) is the problem: not also "set http or signal".
+        if c.problems.len() > before {
+            return None;
+        }
+        super::notify::notify(n, at)
+            .map_err(|problems| problems.into_iter().for_each(|(p, m)| c.problem(p, m)))
+            .ok()
+    });
     let inline = || CredentialSource::inline("-".into());
     let auth = if method == RawAuthMethod::None {
         ClientAuth::None { client_id }
@@ -663,6 +675,7 @@ fn token_config(
         default_lifetime,
         http,
         outputs,
+        notify,
     }
 }
 

@@ -141,6 +141,8 @@ pub struct Refresher<V: Vend> {
     one_shot: bool,
     /// The first request goes out at once, even after adopting a still-valid token (see [`Refresher::at_once`]).
     at_once: bool,
+    /// Tells the app after each publish (`notify:`); never waited for.
+    notify: Option<crate::notify::Notifier>,
 }
 
 /// Marks the token's refresher dead if it unwinds, so `/livez` fails and the kubelet restarts us.
@@ -188,6 +190,20 @@ impl<V: Vend> Refresher<V> {
             started: None,
             one_shot: false,
             at_once: false,
+            notify: None,
+        }
+    }
+
+    /// Tells the app through `notifier` after each successful publish.
+    pub fn notifying(mut self, notifier: Option<crate::notify::Notifier>) -> Self {
+        self.notify = notifier;
+        self
+    }
+
+    /// Gives a notification still on its way its last chance (bounded), then stops the notifier.
+    pub async fn finish_notify(&mut self) {
+        if let Some(n) = self.notify.take() {
+            n.finish(crate::notify::FINISH_GRACE).await;
         }
     }
 
@@ -370,6 +386,9 @@ impl<V: Vend> Refresher<V> {
             s.consecutive_failures = 0;
             s.last_success = Some(now);
         });
+        if let Some(n) = &mut self.notify {
+            n.publish(token.refresh_time());
+        }
         self.current = Some(token);
         self.failures = 0;
         self.logged_kind = None;
@@ -482,6 +501,7 @@ impl<V: Vend> Refresher<V> {
             let outcome = self.publish(result, took).await;
             at = self.clock.mono() + outcome.next();
         }
+        self.finish_notify().await;
         tracing::debug!(token = %self.name, "refresher stopped");
     }
 }

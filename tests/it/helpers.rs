@@ -161,6 +161,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], dir: &Path, envs: &[(&str, &str)]) -> Proc {
+        Self::spawn_as(args, dir, envs, None)
+    }
+
+    /// [`Proc::spawn`], as user and group `uid` when given (the test runs as root).
+    pub fn spawn_as(args: &[&str], dir: &Path, envs: &[(&str, &str)], uid: Option<u32>) -> Proc {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let stderr = dir.join(format!("proc-{n}.stderr"));
         let stdout = dir.join(format!("proc-{n}.stdout"));
@@ -174,6 +179,10 @@ impl Proc {
             .env_remove("TOKEN_VENDOR_CONFIG");
         for (k, v) in envs {
             cmd.env(k, v);
+        }
+        if let Some(id) = uid {
+            std::os::unix::process::CommandExt::uid(&mut cmd, id);
+            std::os::unix::process::CommandExt::gid(&mut cmd, id);
         }
         let child = cmd.spawn().expect("spawn token-vendor");
         Proc {
@@ -378,6 +387,8 @@ where
 
 /// One HTTP/1.1 request as a test server read it.
 pub struct RawRequest {
+    /// The request line, e.g. `POST /path HTTP/1.1`.
+    pub line: String,
     /// Header names in lower case.
     pub headers: BTreeMap<String, String>,
     /// Everything read after the head: the body, at least `Content-Length` bytes unless the peer closed early.
@@ -429,6 +440,7 @@ pub async fn read_request(
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(Some(RawRequest {
+        line: head.lines().next().unwrap_or_default().to_string(),
         headers,
         body: buf.split_off(head_end),
         content_length,

@@ -16,6 +16,7 @@ mod hostile_config;
 mod hostile_inputs;
 mod hostile_output;
 mod hostile_state;
+mod notify;
 mod once;
 mod operator;
 mod ops_check;

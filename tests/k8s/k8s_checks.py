@@ -40,6 +40,8 @@ CREDENTIAL_CONFIG_KEYS = ("client_id", "client_secret", "client_id_env", "client
 CREDENTIAL_FILE_KEYS = ("client_id_file", "client_secret_file", "private_key_file", "certificate_file")
 SECRET_METHODS = ("client_secret_basic", "client_secret_basic_raw", "client_secret_post")
 DEFAULT_SA_TOKEN = "/var/run/secrets/token-vendor/token"
+# http:// to a loopback host, as the binary's notify and plain-http rules take it; group 2: the port.
+LOOPBACK_HTTP = re.compile(r"(?i)^http://(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]*)?([/?#]|$)")
 
 FAILURES = []
 
@@ -167,6 +169,13 @@ def mount_for(c, path):
         if under(path, m["mountPath"]) and (best is None or len(m["mountPath"]) > len(best["mountPath"])):
             best = m
     return best
+
+
+def emptydir_mount(c, path, volumes):
+    """(mount, volume) of container c's emptyDir mount that holds path, or (None, None)."""
+    m = mount_for(c, path)
+    vol = volumes.get((m or {}).get("name"), {})
+    return (m, vol) if m is not None and "emptyDir" in vol else (None, None)
 
 
 def find_doc(docs, kind, name):
@@ -475,9 +484,8 @@ def check_pod(docs, doc, pod, mode, defaults):
                 fail(where, f"token {tname}: http.{k} {p} is on no volume mount of the sidecar")
         for o in t.get("outputs") or []:
             p = o.get("path", "")
-            m = mount_for(sidecar, p)
-            vol = volumes.get((m or {}).get("name"), {})
-            if m is None or "emptyDir" not in vol:
+            m, vol = emptydir_mount(sidecar, p, volumes)
+            if m is None:
                 fail(where, f"token {tname}: output {p} is not on an emptyDir mount of the sidecar")
                 continue
             token_mounts.add(m["name"])
@@ -512,6 +520,40 @@ def check_pod(docs, doc, pod, mode, defaults):
                 fail(where, f"container {c['name']} mounts the token volume {m['name']} read-write")
     if apps and not any(m["name"] in token_mounts for c in apps for m in c.get("volumeMounts") or []):
         fail(where, "no app container mounts the token volume")
+
+    # notify: a POST stays on loopback and does not hit the sidecar's own admin port; a signal needs the shared
+    # process namespace, a pid file the app writes and the sidecar only reads, and an app on the sidecar's uid.
+    for t in tokens:
+        tname, notify = t.get("name"), t.get("notify") or {}
+        http = notify.get("http")
+        if http is not None:
+            m = LOOPBACK_HTTP.match(str(http.get("url", "")))
+            if not m:
+                fail(where, f"token {tname}: notify.http.url {http.get('url')!r} is not http:// to a loopback address")
+            elif (m.group(2) or ":80")[1:] == str(port):
+                fail(where, f"token {tname}: notify.http.url {http.get('url')!r} is token-vendor's own admin port")
+        sig = notify.get("signal")
+        if sig is None:
+            continue
+        if pod.get("shareProcessNamespace") is not True:
+            fail(where, f"token {tname}: notify.signal without shareProcessNamespace: true (the sidecar cannot see the app's process)")
+        pf = sig.get("pid_file", "")
+        m, _ = emptydir_mount(sidecar, pf, volumes)
+        if m is None:
+            fail(where, f"token {tname}: pid file {pf} is not on an emptyDir mount of the sidecar")
+            continue
+        if not m.get("readOnly"):
+            fail(where, f"token {tname}: the sidecar mounts the pid file's volume {m['name']} read-write (it only reads it)")
+        if m["name"] in token_mounts | cred_vols | state_vols | sa_vols:
+            fail(where, f"token {tname}: the pid file is on {m['name']}, a volume with tokens, credentials or state")
+        writers = [c for c in apps if any(x["name"] == m["name"] and not x.get("readOnly")
+                                          for x in c.get("volumeMounts") or [])]
+        if not writers:
+            fail(where, f"token {tname}: no app container mounts {m['name']} read-write to write its pid file {pf}")
+        uid = eff("runAsUser", sidecar, pod)
+        if writers and not any(eff("runAsUser", c, pod) == uid for c in writers):
+            fail(where, f"token {tname}: no app container writing {pf} runs as the sidecar's uid {uid}: "
+                        "the signal would be refused (a sidecar without capabilities signals only its own uid)")
 
 
 def cmd_pods(args):

@@ -72,6 +72,21 @@ EXCHANGE = ([SA_ON, ("tokens.0.grant", "token_exchange"), ("tokens.0.authMethod"
              ("tokens.0.auth_method", "none"), ("tokens.0.client_id_file", DELETE),
              ("tokens.0.client_secret_file", DELETE)])
 
+NOTIFY = "/var/run/token-vendor-notify"
+N = "tokens.0.notify"
+
+
+def notify_row(rid, notify, expect, cfg_notify="same", shared=False, known=None, extra=()):
+    """A row that sets tokens[0].notify (with shareProcessNamespace when `shared`, and the `extra` values
+    changes, which have no config key); cfg_notify: the config's notify block ("same": as in the values)."""
+    changes = ([("shareProcessNamespace", True)] if shared else []) + list(extra) + [(N, notify)]
+    return row(rid, changes, expect, known=known, cfg=[(N, notify if cfg_notify == "same" else cfg_notify)])
+
+
+def signal_cfg(pid_file="app.pid", signal="SIGHUP"):
+    return {"signal": {"pid_file": f"{NOTIFY}/{pid_file}", "signal": signal}}
+
+
 M = "tokens.0.outputs.0.mode"
 U = "tokens.0.tokenUrl"
 I = "tokens.0.issuer"
@@ -318,6 +333,63 @@ TABLE = [
     row("supplementalGroups without fsGroup",
         [("podSecurityContext", {"supplementalGroups": [1000]})], "ok",
         cfg=[("tokens.*.outputs.*.gid", 1000)]),
+    # notify: a POST to the app on loopback, or a signal to the pid in a pid file on the notify volume.
+    notify_row("notify http to 127.0.0.1", {"http": {"url": "http://127.0.0.1:8080/-/token-changed"}}, "ok"),
+    notify_row("notify http to localhost", {"http": {"url": "http://localhost:9000/"}}, "ok"),
+    notify_row("notify http to LOCALHOST", {"http": {"url": "http://LOCALHOST:9000/"}}, "ok"),
+    notify_row("notify http to [::1]", {"http": {"url": "http://[::1]:9000/reload?token=x"}}, "ok"),
+    notify_row("notify http timeout 500ms", {"http": {"url": "http://127.0.0.1:1/", "timeout": "500ms"}}, "ok"),
+    notify_row("notify http timeout 1m", {"http": {"url": "http://127.0.0.1:1/", "timeout": "1m"}}, "ok"),
+    notify_row("notify http timeout 0s", {"http": {"url": "http://127.0.0.1:1/", "timeout": "0s"}}, "refused"),
+    notify_row("notify http timeout 61s", {"http": {"url": "http://127.0.0.1:1/", "timeout": "61s"}}, "refused"),
+    notify_row("notify http timeout 5 (no unit)", {"http": {"url": "http://127.0.0.1:1/", "timeout": 5}}, "refused"),
+    notify_row("notify http to a remote host", {"http": {"url": "http://app.default.svc:8080/"}}, "refused"),
+    notify_row("notify http to a pod IP", {"http": {"url": "http://10.1.2.3:8080/"}}, "refused"),
+    notify_row("notify http to 0.0.0.0", {"http": {"url": "http://0.0.0.0:8080/"}}, "refused"),
+    notify_row("notify https to 127.0.0.1", {"http": {"url": "https://127.0.0.1:8443/"}}, "refused"),
+    notify_row("notify http with user info", {"http": {"url": "http://u:p@127.0.0.1:8080/"}}, "refused"),
+    notify_row("notify http to 127.999.0.1", {"http": {"url": "http://127.999.0.1/"}}, "refused"),
+    notify_row("notify http without url", {"http": {"timeout": "1s"}}, "refused"),
+    notify_row("notify http with method (unknown key)", {"http": {"url": "http://127.0.0.1:1/", "method": "PUT"}},
+               "refused"),
+    notify_row("notify http to http://127.1 (short loopback form)", {"http": {"url": "http://127.1/"}}, "refused",
+               known="the chart knows only the usual loopback spellings (localhost, 127.x.x.x, [::1])"),
+    notify_row("notify empty", {}, "refused"),
+    notify_row("notify command (unknown key)", {"command": "reload.sh"}, "refused"),
+    notify_row("notify http and signal", {"http": {"url": "http://127.0.0.1:1/"}, "signal": {"pidFile": "app.pid"}},
+               "refused", shared=True,
+               cfg_notify={"http": {"url": "http://127.0.0.1:1/"}, **signal_cfg()}),
+    notify_row("notify signal (SIGHUP by default)", {"signal": {"pidFile": "app.pid"}}, "ok", shared=True,
+               cfg_notify=signal_cfg()),
+    notify_row("notify signal SIGUSR1", {"signal": {"pidFile": "app.pid", "signal": "SIGUSR1"}}, "ok", shared=True,
+               cfg_notify=signal_cfg(signal="SIGUSR1")),
+    notify_row("notify signal USR2 (no SIG)", {"signal": {"pidFile": "app.pid", "signal": "USR2"}}, "ok", shared=True,
+               cfg_notify=signal_cfg(signal="USR2")),
+    notify_row("notify signal SIGTERM", {"signal": {"pidFile": "app.pid", "signal": "SIGTERM"}}, "ok", shared=True,
+               cfg_notify=signal_cfg(signal="SIGTERM")),
+    notify_row("notify signal pid file in a subdirectory", {"signal": {"pidFile": "run/app.pid"}}, "ok", shared=True,
+               cfg_notify=signal_cfg("run/app.pid")),
+    notify_row("notify signal SIGKILL", {"signal": {"pidFile": "app.pid", "signal": "SIGKILL"}}, "refused",
+               shared=True, cfg_notify=signal_cfg(signal="SIGKILL")),
+    notify_row("notify signal sighup (lower case)", {"signal": {"pidFile": "app.pid", "signal": "sighup"}}, "refused",
+               shared=True, cfg_notify=signal_cfg(signal="sighup")),
+    notify_row("notify signal pidFile empty", {"signal": {"pidFile": ""}}, "refused", shared=True,
+               cfg_notify=signal_cfg("")),
+    notify_row("notify signal without pidFile", {"signal": {"signal": "SIGHUP"}}, "refused", shared=True,
+               cfg_notify={"signal": {"signal": "SIGHUP"}}),
+    notify_row("notify signal pidFile ../app.pid", {"signal": {"pidFile": "../app.pid"}}, "refused", shared=True,
+               cfg_notify=signal_cfg("../app.pid"),
+               known="chart layout rule: the pid file stays on the notify volume; the binary takes any path"),
+    notify_row("notify signal without shareProcessNamespace", {"signal": {"pidFile": "app.pid"}}, "refused",
+               cfg_notify=signal_cfg(),
+               known="chart rule: a signal needs the pod's shared process namespace, a pod setting the binary never sees"),
+    notify_row("notify signal with the example app on another uid", {"signal": {"pidFile": "app.pid"}}, "refused",
+               shared=True, extra=[("example", {"enabled": True, "runAsUser": 1000, "runAsGroup": 1000})],
+               cfg_notify=signal_cfg(),
+               known="chart rule: the example app must run as the sidecar's uid to be signalled, a pod setting"),
+    notify_row("notify signal with the example app on the sidecar's uid", {"signal": {"pidFile": "app.pid"}}, "ok",
+               shared=True, extra=[("example", {"enabled": True, "runAsUser": 65532, "runAsGroup": 65532})],
+               cfg_notify=signal_cfg()),
     # The rest of the config.
     row("listen [::]:8099", [("config.listen", "[::]:8099")], "ok"),
     row("listen 0.0.0.0:9100", [("config.listen", "0.0.0.0:9100")], "ok"),

@@ -4,13 +4,15 @@ Named templates of the token-vendor chart.
 Public (for app charts that add the sidecar to their own pod spec; see README.md):
   token-vendor.sidecar             the long-running token-vendor container (a list item)
   token-vendor.volumes             the pod volumes: tokens (in-memory emptyDir), config, credentials
-  token-vendor.appVolumeMounts     the read-only token mount for an app container (a list item)
+  token-vendor.appVolumeMounts     the read-only token mount for an app container (list items; with
+                                   notify.signal also the notify volume, read-write, for its pid file)
   token-vendor.config              the token-vendor config YAML (the ConfigMap's config.yaml)
   token-vendor.initContainers      native: the sidecar; classic: the "once" init container
   token-vendor.containers          native: nothing; classic: the sidecar
   token-vendor.initContainer       classic: the "once" init container; native: nothing
   token-vendor.podSecurityContext  the pod securityContext: only fsGroup (the token files' group);
                                    the sidecar's uid is set on its own container
+  (a token with notify.signal also needs shareProcessNamespace: true on the pod spec)
 
 Each public template takes one argument, any of:
   .                                 inside this chart
@@ -205,6 +207,18 @@ secret (client_secret_basic). At run time the discovery document picks among wha
 {{- $m -}}
 {{- end -}}
 
+{{/* token-vendor.loopbackHttp: "true" when the URL (the argument) is http:// to a loopback host, else nothing. */}}
+{{- define "token-vendor.loopbackHttp" -}}
+{{- if regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" (toString .) -}}true{{- end -}}
+{{- end -}}
+
+{{/* token-vendor.signalled: "true" when a token of the values (the argument) has notify.signal, else nothing. */}}
+{{- define "token-vendor.signalled" -}}
+{{- range $t := .tokens -}}
+{{- if and $t.notify (hasKey $t.notify "signal") -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/*
 token-vendor.validate: fails on values that token-vendor check would refuse and that the
 schema cannot express (cross-field rules, duration bounds), and on missing or placeholder
@@ -265,7 +279,7 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- end -}}
 {{- $urlKey := first $endpoints -}}
 {{- $url := index $t $urlKey | toString -}}
-{{- $loopback := regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $url -}}
+{{- $loopback := include "token-vendor.loopbackHttp" $url -}}
 {{- if regexMatch "^(?i)https?://idp\\.example\\.com([:/?#]|$)" $url -}}
 {{- fail (printf "%s: %s %q is the chart's placeholder: set the %s of your identity provider%s" $at $urlKey $url (ternary "issuer URL" "token endpoint" (eq $urlKey "issuer")) $in) -}}
 {{- end -}}
@@ -400,12 +414,39 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- fail (printf "%s: http.clientCertFile and http.clientKeyFile go together for mutual TLS: set both or neither" $at) -}}
 {{- end -}}
 {{- end -}}
+{{- with $t.notify -}}
+{{- $n := . -}}
+{{- if and (hasKey $n "http") (hasKey $n "signal") -}}
+{{- fail (printf "%s: notify: set http or signal, not both: a token notifies its app one way" $at) -}}
+{{- end -}}
+{{- with $n.http -}}
+{{- if not (include "token-vendor.loopbackHttp" .url) -}}
+{{- fail (printf "%s: notify.http.url %q must be http:// to a loopback address (127.0.0.1, [::1] or localhost): the hook tells the app in the same pod, never another host" $at (toString .url)) -}}
+{{- end -}}
+{{- if hasKey . "timeout" -}}
+{{- $s := include "token-vendor.durationSeconds" .timeout | float64 -}}
+{{- if or (eq $s 0.0) (gt $s 60.0) -}}
+{{- fail (printf "%s: notify.http.timeout %q must be greater than zero and at most 1m" $at (toString .timeout)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (hasKey $n "signal") (not $v.shareProcessNamespace) -}}
+{{- fail (printf "%s: notify.signal needs shareProcessNamespace: true: without a shared process namespace the sidecar cannot see the app's process (an app chart sets it on its own pod spec too)" $at) -}}
+{{- end -}}
+{{- end -}}
 {{- $files := dict -}}
 {{- range $j, $o := $t.outputs -}}
 {{- if hasKey $files $o.file -}}
 {{- fail (printf "%s: outputs[%d].file %q is already written by another output; every output needs its own file" $at $j $o.file) -}}
 {{- end -}}
 {{- $_ := set $files $o.file true -}}
+{{- end -}}
+{{- end -}}
+{{- $example := default (dict) $v.example -}}
+{{- if and $example.enabled (include "token-vendor.signalled" $v) -}}
+{{- $uid := (default (dict) $v.sidecar.securityContext).runAsUser -}}
+{{- if ne (toString $example.runAsUser) (toString $uid) -}}
+{{- fail (printf "example.runAsUser is %v, but notify.signal needs the app to run as the sidecar's uid %v (sidecar.securityContext.runAsUser): a sidecar without capabilities may signal only processes of its own uid" $example.runAsUser $uid) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -554,6 +595,21 @@ tokens:
         gid: {{ . }}
         {{- end }}
     {{- end }}
+    {{- with $t.notify }}
+    notify:
+      {{- with .http }}
+      http:
+        url: {{ .url | toJson }}
+        {{- with .timeout }}
+        timeout: {{ . | toJson }}
+        {{- end }}
+      {{- end }}
+      {{- with .signal }}
+      signal:
+        pid_file: {{ printf "%s/%s" (trimSuffix "/" $v.notifyVolume.mountPath) .pidFile | toJson }}
+        signal: {{ default "SIGHUP" .signal | toJson }}
+      {{- end }}
+    {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -569,6 +625,11 @@ tokens:
   readOnly: true
 - name: {{ $v.stateVolume.name }}
   mountPath: /var/run/token-vendor/state
+{{- if include "token-vendor.signalled" $v }}
+- name: {{ $v.notifyVolume.name }}
+  mountPath: {{ $v.notifyVolume.mountPath }}
+  readOnly: true
+{{- end }}
 {{- if $v.serviceAccountToken.enabled }}
 - name: token-vendor-sa-token
   mountPath: /var/run/secrets/token-vendor
@@ -726,6 +787,12 @@ mounted by the token-vendor containers only: token-vendor.appVolumeMounts never 
   emptyDir:
     medium: Memory
     sizeLimit: {{ $v.stateVolume.sizeLimit }}
+{{- if include "token-vendor.signalled" $v }}
+- name: {{ $v.notifyVolume.name }}
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ $v.notifyVolume.sizeLimit }}
+{{- end }}
 {{- if $v.serviceAccountToken.enabled }}
 - name: token-vendor-sa-token
   projected:
@@ -765,13 +832,20 @@ mounted by the token-vendor containers only: token-vendor.appVolumeMounts never 
 {{- end }}
 {{- end -}}
 
-{{/* token-vendor.appVolumeMounts: the app container's read-only mount of the tokens. */}}
+{{/*
+token-vendor.appVolumeMounts: the app container's read-only mount of the tokens, and with a
+notify.signal token the read-write mount of the notify volume, where the app writes its pid file.
+*/}}
 {{- define "token-vendor.appVolumeMounts" -}}
 {{- $ctx := dict -}}
 {{- $_ := include "token-vendor.resolve" (list . $ctx) -}}
 - name: {{ $ctx.values.tokenVolume.name }}
   mountPath: {{ $ctx.values.tokenVolume.mountPath }}
   readOnly: true
+{{- if include "token-vendor.signalled" $ctx.values }}
+- name: {{ $ctx.values.notifyVolume.name }}
+  mountPath: {{ $ctx.values.notifyVolume.mountPath }}
+{{- end }}
 {{- end -}}
 
 {{/*
