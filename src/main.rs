@@ -35,6 +35,10 @@ fn report(e: &Error) -> ExitCode {
                 eprintln!("token-vendor: {f}");
             }
         }
+        Error::NotSent(problems) => {
+            eprintln!("token-vendor: {problems}");
+            eprintln!("token-vendor: {}", app::NOT_SENT);
+        }
         e => {
             let line = chain(e);
             if matches!(e, Error::Start(_) | Error::Listen { .. }) {
@@ -61,7 +65,7 @@ fn run(command: Command) -> Result<(), Error> {
             let rt = runtime()?;
             let cfg = Config::load(&config)?;
             logging::init(&cfg.log);
-            rt.block_on(app::once(&cfg, timeout, Clock::System))
+            rt.block_on(app::once(&config, &cfg, timeout, Clock::System))
         }
         Command::Run { config } => {
             let rt = runtime()?;
@@ -168,7 +172,13 @@ async fn run_demo(
     let cfg = Config::load(&path)?;
     tracing::info!(dir = %dir.display(), files = "token, token.header, token.json, token.env", "demo: writing a fresh token every ~{}s; watch with: watch -n1 cat {}/token.json", lifetime.as_secs() * 3 / 4, dir.display());
     if once {
-        return app::once(&cfg, std::time::Duration::from_secs(10), Clock::System).await;
+        return app::once(
+            &path,
+            &cfg,
+            std::time::Duration::from_secs(10),
+            Clock::System,
+        )
+        .await;
     }
     tracing::info!("demo: readiness at http://{listen}/readyz, status at http://{listen}/status; Ctrl-C to stop");
     daemon(path, cfg).await
