@@ -72,6 +72,11 @@ pub enum Error {
     NotSent(ConfigError),
     #[error("cannot start the demo endpoint")]
     DemoEndpoint(#[source] std::io::Error),
+    /// The demo's admin port is taken, most likely by a demo already running; checked before anything is written.
+    #[error("port {port} is in use (is another demo running?); pass --listen 127.0.0.1:0 or another port")]
+    DemoPortInUse { port: u16 },
+    #[error("another demo is running with --dir {}; stop it first, or pass another --dir", dir.display())]
+    DemoDirBusy { dir: PathBuf },
     #[error("cannot write {}", path.display())]
     DemoConfig {
         path: PathBuf,
@@ -93,6 +98,8 @@ impl Error {
             | Error::Runtime(_)
             | Error::TokensFailed(_)
             | Error::DemoEndpoint(_)
+            | Error::DemoPortInUse { .. }
+            | Error::DemoDirBusy { .. }
             | Error::DemoConfig { .. } => 1,
         }
     }
@@ -588,14 +595,27 @@ pub async fn run(
     config_path: PathBuf,
     config: Config,
     clock: Clock,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), Error> {
-    let listen = |source| Error::Listen {
+    let listener = bind(config.listen).await.map_err(|source| Error::Listen {
         addr: config.listen,
         source,
-    };
-    let listener = bind(config.listen).await.map_err(listen)?;
-    let addr = listener.local_addr().map_err(listen)?;
+    })?;
+    run_on(listener, config_path, config, clock, control).await
+}
+
+/// [`run`] with the admin listener already bound (`demo` binds it before it writes its config).
+pub async fn run_on(
+    listener: TcpListener,
+    config_path: PathBuf,
+    config: Config,
+    clock: Clock,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let poll = config.reload.poll_interval;
     let p = config_path.clone();
     let applied = tokio::task::spawn_blocking(move || Config::read(&p).ok())
