@@ -138,7 +138,7 @@ pub fn config_yaml(dir: &Path, endpoint: SocketAddr, listen: SocketAddr) -> Stri
     format!(
         r#"# Written by `token-vendor demo`. This is the config the demo runs, and a starting point for your own:
 # copy it and change every line marked CHANGE, then `token-vendor check --config FILE` before `run`.
-# Full reference: README.md, "Configuration".
+# Full reference: docs/configuration.md.
 
 # CHANGE: the admin server (/readyz /livez /metrics /status). In a pod: "[::]:8099". The demo uses {listen},
 # so a second copy run beside the demo needs another port.
