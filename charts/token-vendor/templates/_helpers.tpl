@@ -39,6 +39,9 @@ resolved from the argument (first list element). Prints nothing.
 {{- $subchart = $arg.subchart -}}
 {{- end -}}
 {{- $self := false -}}
+{{- if and (eq $root.Chart.Name "token-vendor") (hasKey $root.Values "token-vendor") -}}
+{{- fail "the values are nested under token-vendor:, as a parent chart nests the values of its token-vendor dependency; this chart is installed on its own: take them out of token-vendor: (one level up)" -}}
+{{- end -}}
 {{- if and (hasKey $arg "root") (hasKey $arg "values") -}}
 {{- $values = $arg.values -}}
 {{- else if hasKey $root.Values $subchart -}}
@@ -273,9 +276,6 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- $in = printf " under %s: in the parent chart's values" $ctx.subchart -}}
 {{- else if not $ctx.root.Chart.IsRoot -}}
 {{- $in = printf " under %s: in the parent chart's values" $ctx.root.Chart.Name -}}
-{{- end -}}
-{{- if hasKey $v "token-vendor" -}}
-{{- fail "the values are nested under token-vendor:, as a parent chart nests the values of its token-vendor dependency; this chart is installed on its own: take them out of token-vendor: (one level up)" -}}
 {{- end -}}
 {{- include "token-vendor.snakeKeys" (dict "at" "" "map" $v) -}}
 {{- if kindIs "map" $v.config -}}
