@@ -263,9 +263,12 @@ check refuses: not a quoted octal string, readable by others, or not readable by
 {{- end -}}
 
 {{/*
-token-vendor.validate: fails on values that token-vendor check would refuse and that the
-schema cannot express (cross-field rules, duration bounds), and on missing or placeholder
-token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with `check`.
+token-vendor.validate: fails, with a sentence that says what to do, on what the chart manages
+(the config: section, credentials for its Secret, mounts, outputs under the token's directory,
+the pod's process namespace), on missing or placeholder token settings, and on keys in the wrong
+case (old camelCase token keys, snake_case chart keys). The token settings themselves pass through:
+values.schema.json holds their types (generated from the binary: tests/k8s/schema_agreement.py),
+and the sidecar's own check judges the rest at start.
 */}}
 {{- define "token-vendor.validate" -}}
 {{- $ctx := dict -}}
