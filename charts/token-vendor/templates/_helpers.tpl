@@ -546,7 +546,8 @@ and a signal hook's pid file (under the notify volume). */}}
 {{- end }}
 {{- $_ := set $out "notify" $notify }}
 {{- end }}
-  - {{ toYaml $out | nindent 4 | trim }}
+  - name: {{ $t.name | toJson }}
+    {{- toYaml (omit $out "name") | nindent 4 }}
 {{- end }}
 {{- end -}}
 
