@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return check(config);
     }
+    if let Command::Schema = cli.command {
+        print!("{}", token_vendor::schema::token_schema_text());
+        return ExitCode::SUCCESS;
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
@@ -60,7 +64,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Check { .. } => unreachable!("handled in main"),
+        Command::Check { .. } | Command::Schema => unreachable!("handled in main"),
         Command::Once { config, timeout } => {
             let rt = runtime()?;
             let cfg = Config::load(&config)?;
