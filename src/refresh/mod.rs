@@ -423,7 +423,7 @@ impl<V: Vend> Refresher<V> {
             },
             took,
         );
-        self.metrics.refresh_error(&self.name, error.kind.as_str());
+        self.metrics.refresh_error(&self.name, error.kind);
         let remaining = self.remaining();
         let failure = if permanent {
             // A rotated secret may already be on disk: use it at once instead of waiting.
@@ -512,7 +512,9 @@ impl<V: Vend> Refresher<V> {
             let (result, took) = tokio::select! {
                 biased;
                 _ = stop.wait_for(|&s| s) => break,
-                r = self.attempt() => r,
+                // Boxed: the request's state (the HTTP client's future, a few KiB) exists only while it runs, not in
+                // every idle refresher's task for the hours between refreshes.
+                r = Box::pin(self.attempt()) => r,
             };
             let outcome = self.publish(result, took).await;
             at = self.clock.mono() + outcome.next();
