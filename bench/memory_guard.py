@@ -19,10 +19,11 @@ import measure  # noqa: E402
 
 TOKENS = 1000
 DELAY_MS = 20
-# Bounds, KiB: BENCHMARKS.md "1,000 tokens" measured RssAnon and VmHWM against this server and layout, plus headroom
-# (see there). The landed main before issue 15 measured RssAnon ~25 MiB and VmHWM ~30 MiB here.
-MAX_RSS_ANON_KIB = 10 * 1024
-MAX_VM_HWM_KIB = 17 * 1024
+# Bounds, KiB: what BENCHMARKS.md ("1,000 tokens, three token servers") measured against this server and layout
+# at the fixing commit (RssAnon 14.8 MiB, VmHWM 20.0 MiB, glibc-dynamic build; the static build is lower), plus
+# ~15% headroom. The landed main before issue 15 measured RssAnon 25.4 MiB and VmHWM 33.0 MiB here.
+MAX_RSS_ANON_KIB = 17 * 1024
+MAX_VM_HWM_KIB = 23 * 1024
 
 
 def main():

@@ -907,6 +907,27 @@ process.stdout.write(JSON.stringify({
     }
 
     #[test]
+    fn a_key_content_is_parsed_once_and_a_new_content_is_parsed_anew() {
+        let pem = key("rsa").pkcs8.as_bytes();
+        let first = SigningKey::from_pem_cached(pem).unwrap();
+        let again = SigningKey::from_pem_cached(pem).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.pair, &again.pair),
+            "the same bytes were parsed again"
+        );
+        // A rotated key (other bytes at the same path) is parsed, never served from the cache.
+        let other = SigningKey::from_pem_cached(key("rsa-other").pkcs8.as_bytes()).unwrap();
+        assert!(!Arc::ptr_eq(&first.pair, &other.pair));
+        assert_ne!(first.public_key(), other.public_key());
+        // A key that does not parse is an error each time, and its failure is not kept.
+        let half = &pem[..pem.len() / 2];
+        assert!(SigningKey::from_pem_cached(half).is_err());
+        assert!(SigningKey::from_pem_cached(half).is_err());
+        let back = SigningKey::from_pem_cached(pem).unwrap();
+        assert_eq!(back.public_key(), first.public_key());
+    }
+
+    #[test]
     fn kid_goes_into_the_header() {
         let signer = AssertionSigner::new(
             SigningKey::from_pem(key("p384").pkcs8.as_bytes()).unwrap(),
