@@ -89,8 +89,9 @@ MEMORY_SERVERS = {
 LAYOUTS = ("one directory", "a directory per token")
 
 
-def write_config(d, url, n, port, secret_file, fmt="raw", per_dir=False):
-    """A config with n tokens against url, one output each, JSON logs at info; returns its path."""
+def write_config(d, url, n, port, secret_file, fmt="raw", per_dir=False, key_file=None):
+    """A config with n tokens against url, one output each, JSON logs at info; returns its path. With key_file, the
+    tokens use private_key_jwt (a fresh assertion signed with that key per request) instead of the secret."""
     lines = [
         f'listen: "127.0.0.1:{port}"',
         "log: {format: json, level: info}",
@@ -106,7 +107,8 @@ def write_config(d, url, n, port, secret_file, fmt="raw", per_dir=False):
             f"  - name: t{i:04d}",
             f"    token_url: {url}",
             f"    client_id: {CLIENT_ID}",
-            f"    client_secret_file: {secret_file}",
+            (f"    auth_method: private_key_jwt\n    private_key_file: {key_file}" if key_file
+             else f"    client_secret_file: {secret_file}"),
             f"    outputs: [{{path: {out}, format: {fmt}}}]",
         ]
     path = os.path.join(d, "config.yaml")
@@ -418,12 +420,18 @@ class Bench:
         res = {}
         srv = TokenServer(self.server_bin, self.a.short_lifetime)
         try:
-            for who in ("token-vendor", "reference client (Python)"):
+            key = os.path.join(self.tmp, "rs256.pem")
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for who in ("token-vendor", "token-vendor, private_key_jwt RS256 (2048-bit key)",
+                        "reference client (Python)"):
                 rows = []
                 for _ in range(self.a.cpu_runs):
                     d = self.fresh_dir("cpu")
                     if who == "token-vendor":
                         p = self.spawn_tv(self.config(d, srv.url, n, free_port()))
+                    elif who.startswith("token-vendor, private_key_jwt"):
+                        p = self.spawn_tv(write_config(d, srv.url, n, free_port(), self.secret_file, key_file=key))
                     else:
                         p = self.spawn_ref(srv.url, os.path.join(d, "token"), n)
                     time.sleep(3)  # start-up done, refreshing steadily
