@@ -36,8 +36,8 @@ pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
 static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
 /// At most this many refreshers' file jobs (warm start, output and state writes) are on tokio's blocking pool at
-/// once. Unbounded, 1,000 tokens starting together made the pool start ~420 threads (its cap is 512), each with its
-/// stack and glibc heap arena, which held ~18 MiB for seconds after the first fill (BENCHMARKS.md, 1,000 tokens).
+/// once. Unbounded, 1,000 tokens starting together made the pool start up to its cap of 512 threads, each with its
+/// stack and glibc heap arena: ~5 MiB more resident for seconds after the first fill (BENCHMARKS.md, 1,000 tokens).
 pub const MAX_FILE_JOBS: usize = 4;
 
 static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_JOBS);
