@@ -56,11 +56,14 @@ def med(xs):
 
 
 class TokenServer:
-    """bench/token_server.rs on the auxiliary core."""
+    """A token endpoint on the auxiliary core: bench/token_server.rs (`binary`), or with `python=True`
+    bench/py_token_server.py (ThreadingHTTPServer, as an operator might write one). `delay_ms` answers every token
+    request that much later (an identity provider answering in 100 ms)."""
 
-    def __init__(self, binary, expires_in):
-        self.p = popen_on(AUX_CORE, [binary, "--expires-in", str(expires_in)], stdout=subprocess.PIPE,
-                          text=True)
+    def __init__(self, binary, expires_in, delay_ms=0, python=False):
+        argv = ([sys.executable, os.path.join(ROOT, "bench/py_token_server.py")] if python else [binary])
+        argv += ["--expires-in", str(expires_in), "--delay-ms", str(delay_ms)]
+        self.p = popen_on(AUX_CORE, argv, stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline().strip()
         if not line.startswith("READY "):
             raise SystemExit(f"token server did not start: {line!r}")
@@ -74,6 +77,90 @@ class TokenServer:
     def stop(self):
         self.p.terminate()
         self.p.wait()
+
+
+# The three token servers of the many-token memory figures (issue 15): name -> TokenServer keyword arguments.
+MEMORY_SERVERS = {
+    "fast (bench/token_server.rs)": {},
+    "Python ThreadingHTTPServer": {"python": True},
+    "slow (answers after 100 ms)": {"delay_ms": 100},
+}
+# Output layouts: all outputs in one directory, or every output in its own directory (as the chart mounts them).
+LAYOUTS = ("one directory", "a directory per token")
+
+
+def write_config(d, url, n, port, secret_file, fmt="raw", per_dir=False, key_file=None):
+    """A config with n tokens against url, one output each, JSON logs at info; returns its path. With key_file, the
+    tokens use private_key_jwt (a fresh assertion signed with that key per request) instead of the secret."""
+    lines = [
+        f'listen: "127.0.0.1:{port}"',
+        "log: {format: json, level: info}",
+        "refresh: {window: [0.70, 0.85], min_backoff: 1s, max_backoff: 60s}",
+        "tokens:",
+    ]
+    for i in range(n):
+        out = os.path.join(d, f"t{i:04d}")
+        if per_dir:
+            os.mkdir(out)
+            out = os.path.join(out, "token")
+        lines += [
+            f"  - name: t{i:04d}",
+            f"    token_url: {url}",
+            f"    client_id: {CLIENT_ID}",
+            (f"    auth_method: private_key_jwt\n    private_key_file: {key_file}" if key_file
+             else f"    client_secret_file: {secret_file}"),
+            f"    outputs: [{{path: {out}, format: {fmt}}}]",
+        ]
+    path = os.path.join(d, "config.yaml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def proc_status(pid):
+    """VmRSS, RssAnon, RssFile, VmHWM (KiB) and Threads from /proc/PID/status."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM", "Threads"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def http_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def memory_at_many(binary, url, n, d, secret_file, per_dir, settle=6.5, ready_within=180):
+    """Starts `binary run` with n tokens on the SUT core, waits for /readyz 200 (every token written and valid),
+    waits `settle` seconds and reads /proc/PID/status: VmRSS, RssAnon and VmHWM (the peak, i.e. the first fill)."""
+    port = free_port()
+    cfg = write_config(d, url, n, port, secret_file, per_dir=per_dir)
+    p = popen_on(SUT_CORE, [binary, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        ready = f"http://127.0.0.1:{port}/readyz"
+        while http_status(ready) != 200:
+            if p.poll() is not None:
+                raise SystemExit(f"{binary} exited with {p.returncode} before /readyz turned 200")
+            if time.monotonic() - t0 > ready_within:
+                raise SystemExit(f"{binary}: /readyz not 200 within {ready_within} s with {n} tokens")
+            time.sleep(0.05)
+        ready_s = time.monotonic() - t0
+        time.sleep(settle)
+        r = proc_status(p.pid)
+        r["ready_s"] = ready_s
+        return r
+    finally:
+        Bench.stop(p)
 
 
 class Bench:
@@ -96,24 +183,7 @@ class Bench:
         return d
 
     def config(self, d, url, n, port, fmt="raw"):
-        lines = [
-            f'listen: "127.0.0.1:{port}"',
-            "log: {format: json, level: info}",
-            "refresh: {window: [0.70, 0.85], min_backoff: 1s, max_backoff: 60s}",
-            "tokens:",
-        ]
-        for i in range(n):
-            lines += [
-                f"  - name: t{i:04d}",
-                f"    token_url: {url}",
-                f"    client_id: {CLIENT_ID}",
-                f"    client_secret_file: {self.secret_file}",
-                f"    outputs: [{{path: {d}/t{i:04d}, format: {fmt}}}]",
-            ]
-        path = os.path.join(d, "config.yaml")
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        return path
+        return write_config(d, url, n, port, self.secret_file, fmt)
 
     def spawn_tv(self, cfg, mode="run", binary=None):
         return popen_on(SUT_CORE, [binary or self.tv, mode, "--config", cfg], stdout=subprocess.DEVNULL,
@@ -138,13 +208,7 @@ class Bench:
 
     @staticmethod
     def rss(pid):
-        out = {}
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in ("VmRSS", "RssAnon", "RssFile", "Threads"):
-                    out[k] = int(v.split()[0])
-        return out
+        return proc_status(pid)
 
     @staticmethod
     def cpu(pid):
@@ -164,13 +228,7 @@ class Bench:
 
     @staticmethod
     def http_status(url):
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-        except OSError:
-            return None
+        return http_status(url)
 
     # --- 1. idle memory ---------------------------------------------------------------------
     def idle_rss(self):
@@ -233,6 +291,33 @@ class Bench:
             out[key] = {k: med([x[k] for x in xs]) for k in ("VmRSS", "RssAnon", "Threads", "all_files_s",
                                                                "sampled_at_s")}
         self.results["idle_rss_kib"] = out
+
+    # --- 1b. many tokens: three token servers, two layouts ------------------------------------------
+    def many_tokens(self):
+        """1,000 tokens against each of MEMORY_SERVERS, in each of LAYOUTS: VmRSS, RssAnon and VmHWM read 6.5 s
+        after /readyz turned 200 (issue 15: how an operator measured it). One process at a time."""
+        n = self.a.many_tokens
+        res = {}
+        # The targets at 1,000 tokens are the glibc-dynamic build's (the static one is smaller, see idle_rss).
+        builds = [("token-vendor", self.tv)]
+        for server, kw in MEMORY_SERVERS.items():
+            srv = TokenServer(self.server_bin, 3600, **kw)
+            try:
+                for who, binary in builds:
+                    for layout in LAYOUTS:
+                        rows = []
+                        for _ in range(self.a.many_runs):
+                            d = self.fresh_dir("many")
+                            rows.append(memory_at_many(binary, srv.url, n, d, self.secret_file,
+                                                       per_dir=layout != LAYOUTS[0]))
+                            shutil.rmtree(d)
+                        key = f"{who}|{server}|{layout}"
+                        res[key] = {k: med([r[k] for r in rows]) for k in rows[0]}
+                        log(f"{n} tokens: {key}: VmRSS {res[key]['VmRSS']['median']} KiB, "
+                            f"VmHWM {res[key]['VmHWM']['median']} KiB")
+            finally:
+                srv.stop()
+        self.results["many_tokens_kib"] = {"tokens": n, "rows": res}
 
     # --- 2. cold start --------------------------------------------------------------------------
     def cold_start(self):
@@ -335,12 +420,18 @@ class Bench:
         res = {}
         srv = TokenServer(self.server_bin, self.a.short_lifetime)
         try:
-            for who in ("token-vendor", "reference client (Python)"):
+            key = os.path.join(self.tmp, "rs256.pem")
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for who in ("token-vendor", "token-vendor, private_key_jwt RS256 (2048-bit key)",
+                        "reference client (Python)"):
                 rows = []
                 for _ in range(self.a.cpu_runs):
                     d = self.fresh_dir("cpu")
                     if who == "token-vendor":
                         p = self.spawn_tv(self.config(d, srv.url, n, free_port()))
+                    elif who.startswith("token-vendor, private_key_jwt"):
+                        p = self.spawn_tv(write_config(d, srv.url, n, free_port(), self.secret_file, key_file=key))
                     else:
                         p = self.spawn_ref(srv.url, os.path.join(d, "token"), n)
                     time.sleep(3)  # start-up done, refreshing steadily
@@ -429,6 +520,8 @@ def main():
     ap.add_argument("--start-runs", type=int, default=20)
     ap.add_argument("--ref-start-runs", type=int, default=10)
     ap.add_argument("--ref-tokens", type=int, nargs="*", default=[1, 10, 1000])
+    ap.add_argument("--many-tokens", type=int, default=1000)
+    ap.add_argument("--many-runs", type=int, default=3)
     ap.add_argument("--cpu-tokens", type=int, default=10)
     ap.add_argument("--cpu-runs", type=int, default=3)
     ap.add_argument("--wrk-runs", type=int, default=3)
@@ -436,11 +529,11 @@ def main():
     ap.add_argument("--cpu-seconds", type=float, default=20)
     ap.add_argument("--wrk-connections", type=int, nargs="*", default=[1, 10, 50])
     ap.add_argument("--wrk-seconds", type=int, default=10)
-    ap.add_argument("--only", nargs="*", default=["sizes", "start", "rss", "cpu", "wrk"])
+    ap.add_argument("--only", nargs="*", default=["sizes", "start", "rss", "many", "cpu", "wrk"])
     a = ap.parse_args()
     os.sched_setaffinity(0, {AUX_CORE})
     b = Bench(a)
-    steps = {"sizes": b.sizes, "start": b.cold_start, "rss": b.idle_rss, "cpu": b.cpu_per_refresh,
+    steps = {"sizes": b.sizes, "start": b.cold_start, "rss": b.idle_rss, "many": b.many_tokens, "cpu": b.cpu_per_refresh,
              "wrk": b.readyz}
     for name in a.only:
         log(f"--- {name}")

@@ -39,6 +39,18 @@ def main():
             w(f"| {who} | {n} | {mmm(v['VmRSS'], '{:.2f}', 1 / MIB)} | {mmm(v['RssAnon'], '{:.2f}', 1 / MIB)} | "
               f"{v['Threads']['median']:.0f} | {mmm(v['all_files_s'], '{:.2f}')} | {v['VmRSS']['n']} |")
         w("")
+    if "many_tokens_kib" in d:
+        m = d["many_tokens_kib"]
+        w(f"### {m['tokens']:,} tokens, three token servers, two layouts: 6.5 s after /readyz 200 "
+          "(MiB, median [min-max])\n")
+        w("| build | token server | outputs | VmRSS | RssAnon | VmHWM (peak) | threads | /readyz 200 after (s) |")
+        w("|---|---|---|---:|---:|---:|---:|---:|")
+        for k, v in m["rows"].items():
+            who, server, layout = k.split("|")
+            w(f"| {who} | {server} | {layout} | {mmm(v['VmRSS'], '{:.2f}', 1 / MIB)} | "
+              f"{mmm(v['RssAnon'], '{:.2f}', 1 / MIB)} | {mmm(v['VmHWM'], '{:.2f}', 1 / MIB)} | "
+              f"{v['Threads']['median']:.0f} | {mmm(v['ready_s'], '{:.2f}')} |")
+        w("")
     if "cold_start_ms" in d:
         w("### Cold start (ms, median [min-max])\n")
         w("| what | harness (spawn to condition) | hyperfine (spawn to exit) |")

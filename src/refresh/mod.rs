@@ -35,6 +35,22 @@ pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
 
 static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
+/// At most this many refreshers' file jobs (warm start, output and state writes) are on tokio's blocking pool at
+/// once. Unbounded, 1,000 tokens starting together made the pool start up to its cap of 512 threads, each with its
+/// stack and glibc heap arena: ~5 MiB more resident for seconds after the first fill (BENCHMARKS.md, 1,000 tokens).
+pub const MAX_FILE_JOBS: usize = 4;
+
+static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_JOBS);
+
+/// Runs `f` on the blocking pool once one of the [`MAX_FILE_JOBS`] turns is free, or after [`IN_FLIGHT_PATIENCE`]
+/// anyway, so a disk that hangs while holding every turn cannot stall the other tokens past their liveness promise.
+async fn file_job<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let _turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
+    tokio::task::spawn_blocking(f).await
+}
+
 /// Something that vends tokens: the real client, or a scripted one in tests.
 pub trait Vend: Send + Sync + 'static {
     fn vend(&self, issued_at: SystemTime)
@@ -232,7 +248,7 @@ impl<V: Vend> Refresher<V> {
         // File work runs on the blocking pool: the runtime thread never waits on a disk.
         let sink = self.sink.clone();
         let discovers = self.vend.discovers();
-        let (discovered, restored) = tokio::task::spawn_blocking(move || {
+        let (discovered, restored) = file_job(move || {
             // Kept apart from the token: an expired token still leaves the endpoint known while the IdP is down.
             let discovered = discovers.then(|| sink.load_discovery(now)).flatten();
             let restored = sink
@@ -307,7 +323,7 @@ impl<V: Vend> Refresher<V> {
             self.show_endpoint();
             // Saved even when the token request then failed: the document itself was good.
             let sink = self.sink.clone();
-            match tokio::task::spawn_blocking(move || sink.save_discovery(&d)).await {
+            match file_job(move || sink.save_discovery(&d)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(token = %self.name, error = %e, "could not save the discovery document; a restart while the identity provider is down will wait for it")
@@ -321,7 +337,7 @@ impl<V: Vend> Refresher<V> {
             Ok(token) => {
                 let sink = self.sink.clone();
                 let t = token.clone();
-                match tokio::task::spawn_blocking(move || sink.write(&t, false)).await {
+                match file_job(move || sink.write(&t, false)).await {
                     Ok(Ok(())) => Ok(token),
                     Ok(Err(e)) => {
                         self.metrics.write_error(&self.name);
@@ -407,7 +423,7 @@ impl<V: Vend> Refresher<V> {
             },
             took,
         );
-        self.metrics.refresh_error(&self.name, error.kind.as_str());
+        self.metrics.refresh_error(&self.name, error.kind);
         let remaining = self.remaining();
         let failure = if permanent {
             // A rotated secret may already be on disk: use it at once instead of waiting.
@@ -496,7 +512,9 @@ impl<V: Vend> Refresher<V> {
             let (result, took) = tokio::select! {
                 biased;
                 _ = stop.wait_for(|&s| s) => break,
-                r = self.attempt() => r,
+                // Boxed: the request's state (the HTTP client's future, a few KiB) exists only while it runs, not in
+                // every idle refresher's task for the hours between refreshes.
+                r = Box::pin(self.attempt()) => r,
             };
             let outcome = self.publish(result, took).await;
             at = self.clock.mono() + outcome.next();

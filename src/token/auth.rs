@@ -161,14 +161,15 @@ pub struct PrivateKeyJwt {
 }
 
 impl PrivateKeyJwt {
-    /// Reads and parses the key (and certificate) as they are now; the PEM bytes are wiped once parsed.
+    /// Reads the key (and certificate) as they are now; a key content parsed before is reused
+    /// ([`SigningKey::from_pem_cached`]); the PEM bytes are wiped once used.
     pub fn signer(&self) -> Result<AssertionSigner, AuthError> {
         let key_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| AuthError::Key { path, source }
         };
         let mut pem = read_bounded(&self.private_key_file, PEM_LIMIT, true)?;
-        let key = SigningKey::from_pem(&pem);
+        let key = SigningKey::from_pem_cached(&pem);
         pem.zeroize();
         let key = key.map_err(key_err(&self.private_key_file))?;
         let key_id = match &self.key_id {

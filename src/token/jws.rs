@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -159,11 +161,19 @@ enum Pair {
     Ec(EcdsaKeyPair),
 }
 
-/// A private key that signs assertions. Its Debug shows the key type only.
+/// A private key that signs assertions. Its Debug shows the key type only. A clone shares the parsed key.
+#[derive(Clone)]
 pub struct SigningKey {
-    pair: Pair,
+    pair: Arc<Pair>,
     key_type: KeyType,
 }
+
+/// At most this many parsed keys are kept by [`SigningKey::from_pem_cached`]; past it the least recently used goes.
+pub const KEY_CACHE_CAPACITY: usize = 32;
+
+/// Parsed keys by the SHA-256 of the PEM file they came from, with the use counter of their last use.
+static KEY_CACHE: Mutex<Vec<([u8; 32], u64, SigningKey)>> = Mutex::new(Vec::new());
+static KEY_CACHE_USES: AtomicU64 = AtomicU64::new(0);
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -226,6 +236,32 @@ impl SigningKey {
         result
     }
 
+    /// [`SigningKey::from_pem`], parsed once per file content: the key file is still read at every request (a
+    /// rotation is used at once), but a content seen before reuses its parsed key, keyed by the SHA-256 of the bytes
+    /// (parsing and validating a 2048-bit RSA key costs ~0.7 ms). The fingerprint is compared, never shown.
+    pub fn from_pem_cached(pem_bytes: &[u8]) -> Result<SigningKey, KeyError> {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pem_bytes).as_ref());
+        let lock = || KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let used = KEY_CACHE_USES.fetch_add(1, Ordering::Relaxed);
+        if let Some(entry) = lock().iter_mut().find(|(d, _, _)| *d == digest) {
+            entry.1 = used;
+            return Ok(entry.2.clone());
+        }
+        // Parsed outside the lock; a failure is not cached (the next request reads and parses again).
+        let key = Self::from_pem(pem_bytes)?;
+        let mut cache = lock();
+        if !cache.iter().any(|(d, _, _)| *d == digest) {
+            if cache.len() >= KEY_CACHE_CAPACITY {
+                if let Some(oldest) = (0..cache.len()).min_by_key(|&i| cache[i].1) {
+                    cache.swap_remove(oldest);
+                }
+            }
+            cache.push((digest, used, key.clone()));
+        }
+        Ok(key)
+    }
+
     fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, KeyError> {
         let info =
             pkcs8_info(der).ok_or(KeyError::BadPem("the PRIVATE KEY block is not PKCS#8"))?;
@@ -240,7 +276,7 @@ impl SigningKey {
                 })?;
                 let bits = pair.public().modulus_len() * 8;
                 Ok(SigningKey {
-                    pair: Pair::Rsa(pair),
+                    pair: Arc::new(Pair::Rsa(pair)),
                     key_type: KeyType::Rsa { bits },
                 })
             }
@@ -266,7 +302,7 @@ impl SigningKey {
                         }
                     })?;
                 Ok(SigningKey {
-                    pair: Pair::Ec(pair),
+                    pair: Arc::new(Pair::Ec(pair)),
                     key_type,
                 })
             }
@@ -280,7 +316,7 @@ impl SigningKey {
 
     /// The public key as ring and X.509 carry it: DER RSAPublicKey for RSA, the uncompressed point for EC.
     pub fn public_key(&self) -> &[u8] {
-        match &self.pair {
+        match &*self.pair {
             Pair::Rsa(p) => p.public_key().as_ref(),
             Pair::Ec(p) => p.public_key().as_ref(),
         }
@@ -301,7 +337,7 @@ impl SigningKey {
     }
 
     fn sign(&self, alg: Alg, rng: &SystemRandom, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        match (&self.pair, alg) {
+        match (&*self.pair, alg) {
             (Pair::Rsa(p), Alg::RS256 | Alg::PS256) => {
                 let padding: &'static dyn signature::RsaEncoding = if alg == Alg::RS256 {
                     &signature::RSA_PKCS1_SHA256
@@ -868,6 +904,27 @@ process.stdout.write(JSON.stringify({
             assert_eq!(claims["iat"], 1000);
             assert_eq!(claims["exp"], exp, "{lifetime:?}");
         }
+    }
+
+    #[test]
+    fn a_key_content_is_parsed_once_and_a_new_content_is_parsed_anew() {
+        let pem = key("rsa").pkcs8.as_bytes();
+        let first = SigningKey::from_pem_cached(pem).unwrap();
+        let again = SigningKey::from_pem_cached(pem).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.pair, &again.pair),
+            "the same bytes were parsed again"
+        );
+        // A rotated key (other bytes at the same path) is parsed, never served from the cache.
+        let other = SigningKey::from_pem_cached(key("rsa-other").pkcs8.as_bytes()).unwrap();
+        assert!(!Arc::ptr_eq(&first.pair, &other.pair));
+        assert_ne!(first.public_key(), other.public_key());
+        // A key that does not parse is an error each time, and its failure is not kept.
+        let half = &pem[..pem.len() / 2];
+        assert!(SigningKey::from_pem_cached(half).is_err());
+        assert!(SigningKey::from_pem_cached(half).is_err());
+        let back = SigningKey::from_pem_cached(pem).unwrap();
+        assert_eq!(back.public_key(), first.public_key());
     }
 
     #[test]
