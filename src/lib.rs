@@ -16,6 +16,8 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod fsread;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -208,6 +208,11 @@ pub fn seal(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     seal_as(MAGIC, key, fingerprint, record)
 }
 
+/// The bytes of a discovery record's file: [`seal`] under the discovery magic.
+pub fn seal_discovery(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
+    seal_as(DISCOVERY_MAGIC, key, fingerprint, record)
+}
+
 fn seal_as(magic: &str, key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     let tag = hmac::sign(key, &mac_input(magic, fingerprint, record));
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -370,7 +375,7 @@ impl Sink {
             return Ok(());
         };
         let record = serde_json::to_vec(cached).unwrap_or_default();
-        let sealed = seal_as(DISCOVERY_MAGIC, &store.key, &self.fingerprint, &record);
+        let sealed = seal_discovery(&store.key, &self.fingerprint, &record);
         if sealed.len() as u64 > fsread::STATE_LIMIT {
             // It could not be read back; a document this large is used only for this run.
             tracing::info!(

@@ -210,7 +210,7 @@ pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthEr
 }
 
 /// `Some(exp)` of a compact JWS's payload (`None` inside when it has none); `None` when it is not a JWT.
-fn jwt_exp(jwt: &str) -> Option<Option<u64>> {
+pub(crate) fn jwt_exp(jwt: &str) -> Option<Option<u64>> {
     let parts: Vec<&str> = jwt.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
         return None;

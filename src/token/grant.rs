@@ -130,7 +130,7 @@ impl Grant {
 
 /// `Some(exp)` of a JWT's payload (`None` inside when it has none); `None` when it is not a JWT. Unlike a client
 /// assertion, a subject token may be an unsecured JWT (RFC 7519 §6), whose signature part is empty.
-fn jwt_exp(token: &str) -> Option<Option<u64>> {
+pub(crate) fn jwt_exp(token: &str) -> Option<Option<u64>> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
