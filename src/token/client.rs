@@ -47,7 +47,7 @@ pub struct TokenClient {
 
 /// The discovery side of a client: the issuer, and what the last good document said.
 struct Discovering {
-    config: crate::config::Discovery,
+    config: discovery::Discovery,
     current: Mutex<Option<Resolved>>,
     /// A document fetched since the owner last asked (`take_fetched`), to be saved in the warm-start state.
     fetched: Mutex<Option<Cached>>,
@@ -113,7 +113,7 @@ impl TokenClient {
 
     /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
     /// the issuer's URL and is not posted to).
-    pub fn discovering(mut self, discovery: Option<crate::config::Discovery>) -> Self {
+    pub fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
         self.discovery = discovery.map(|config| Discovering {
             config,
             current: Mutex::new(None),
@@ -512,7 +512,7 @@ mod tests {
             r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300}"#,
         );
         let discovery = || {
-            Some(crate::config::Discovery {
+            Some(discovery::Discovery {
                 issuer: discovery::Issuer::parse(&issuer).unwrap(),
                 auto: false,
             })

@@ -22,6 +22,15 @@ pub const MAX_ENDPOINT_CHARS: usize = 1024;
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 const RFC8414_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
 
+/// OIDC discovery / RFC 8414 for one token (this module does the fetching and checking); `config` builds it from `issuer:` and `auth_method: auto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub issuer: Issuer,
+    /// `auth_method: auto`: `auth` is the preferred form of the configured credentials, switched to what the
+    /// document supports (`client_secret_basic` to `client_secret_post`), or refused when it supports neither.
+    pub auto: bool,
+}
+
 /// An issuer identifier exactly as configured (the document must repeat it byte for byte), and its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issuer {
