@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::config::{Config, NotifyConfig, Problem};
 use crate::notify::PidFileError;
+use crate::token::auth::{read_assertion, AuthError, ClientAuth, KeyIdSource};
 use crate::token::error::chain;
 use crate::token::http::build_http_client;
 
@@ -50,7 +51,7 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         }
     }
     for (i, t) in config.tokens.iter().enumerate() {
-        crate::config::auth::check_files(i, &t.auth, &mut problems);
+        auth_files(i, &t.auth, &mut problems);
         for (key, message) in t.grant.check_files(std::time::SystemTime::now()) {
             problems.push(Problem {
                 path: format!("tokens[{i}].{key}"),
@@ -92,6 +93,40 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// What `check` adds for these methods, without contacting a server: each file readable and regular, the key
+/// parses and matches `alg`, the certificate carries the key, the assertion file holds a JWT. Each problem names
+/// the key path.
+fn auth_files(i: usize, auth: &ClientAuth, problems: &mut Vec<Problem>) {
+    let mut push = |key: &str, message: String| {
+        problems.push(Problem {
+            path: format!("tokens[{i}].{key}"),
+            message,
+        })
+    };
+    match auth {
+        ClientAuth::PrivateKeyJwt(k) => {
+            if let Err(e) = k.signer() {
+                let path = match &e {
+                    AuthError::Key { path, .. } => Some(path.as_path()),
+                    AuthError::Read(r) => Some(r.path()),
+                    _ => None,
+                };
+                let key = match (&k.key_id, path) {
+                    (KeyIdSource::Certificate(c), Some(p)) if c == p => "certificate_file",
+                    _ => "private_key_file",
+                };
+                push(key, chain(&e));
+            }
+        }
+        ClientAuth::ClientAssertionFile { path, .. } => {
+            if let Err(e) = read_assertion(path) {
+                push("client_assertion_file", chain(&e));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Signal hooks whose pid file is not there yet: fine while the app has not started, worth a word otherwise.

@@ -3,13 +3,14 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{ACCEPT, USER_AGENT};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::auth::ClientAuth;
 use super::error::{sanitize, SERVER_TEXT_MAX};
+use super::response::{read_bounded, retry_after, BodyError};
 use super::transport::{env_proxy_carries, secure_or_loopback};
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
@@ -479,7 +480,7 @@ async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>
         url: url.to_string(),
         cause: super::error::transport_failure(&e).1,
     };
-    let mut resp = client
+    let resp = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
         .header(USER_AGENT, super::http::USER_AGENT_VALUE)
@@ -491,35 +492,24 @@ async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>
         return Ok(None);
     }
     if status != StatusCode::OK {
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600)));
+        let retry_after = retry_after(resp.headers(), SystemTime::now());
         return Err(DiscoveryError::Status {
             url: url.to_string(),
             status: status.as_u16(),
             retry_after,
         });
     }
-    let too_large = || DiscoveryError::TooLarge {
-        url: url.to_string(),
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-    {
-        return Err(too_large());
+    match read_bounded(resp, MAX_DOCUMENT_BYTES).await {
+        Ok(body) => Ok(Some(body)),
+        Err(BodyError::TooLarge) => Err(DiscoveryError::TooLarge {
+            url: url.to_string(),
+        }),
+        Err(BodyError::Transport(e)) => Err(network(e)),
+        Err(BodyError::Other(cause)) => Err(DiscoveryError::Network {
+            url: url.to_string(),
+            cause,
+        }),
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(network)? {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 mod url_string {

@@ -1,13 +1,11 @@
 //! Why a token request failed: the error kinds, transient or permanent, `Retry-After`, and the wording and redaction of what the server said.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION};
 use serde_json::{Map, Value};
 use url::Url;
-
-use super::token::MAX_LIFETIME;
 
 /// One table names each kind, its word in `/status`, logs and metrics, and whether asking again can help; the enum,
 /// `ALL` (every counter exported at zero from the start), `as_str` and `is_permanent` are all made from it.
@@ -467,16 +465,6 @@ fn is_unknown_host(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date, relative to `now`.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(MAX_LIFETIME.as_secs())));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -505,7 +493,6 @@ mod tests {
     }
 
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn server_text_is_escaped_and_cut_with_a_marker() {
@@ -536,22 +523,6 @@ mod tests {
         assert!(!e.message.chars().any(char::is_control), "{e}");
         assert!(e.message.contains(r"bad\r\n2026") && e.message.contains("more bytes cut]"));
         assert!(e.message.len() < 400, "{}", e.message.len());
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h, now), None);
     }
 
     #[test]
