@@ -202,27 +202,10 @@ pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthEr
     })?;
     let text = SecretString::from(text);
     let trimmed = text.expose_secret().trim();
-    let exp = jwt_exp(trimmed).ok_or_else(|| AuthError::NotAJwt {
+    let exp = super::jwt::exp_secs(trimmed).ok_or_else(|| AuthError::NotAJwt {
         path: path.to_path_buf(),
     })?;
     Ok((SecretString::from(trimmed.to_string()), exp))
-}
-
-/// `Some(exp)` of a compact JWS's payload (`None` inside when it has none); `None` when it is not a JWT.
-fn jwt_exp(jwt: &str) -> Option<Option<u64>> {
-    let parts: Vec<&str> = jwt.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return None;
-    }
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(parts[1].trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-    let obj = v.as_object()?;
-    Some(obj.get("exp").and_then(|e| {
-        e.as_u64()
-            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-    }))
 }
 
 fn unix(t: SystemTime) -> u64 {
