@@ -268,8 +268,9 @@ impl ClientAuth {
         }
     }
 
-    /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
-    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+    /// The id and secret of a shared-secret method (Basic, raw Basic or post): what `auth_method: auto` may move
+    /// between Basic and post (`token::discovery::choose_auth`).
+    pub fn shared_secret(&self) -> Option<(&CredentialSource, &CredentialSource)> {
         match self {
             ClientAuth::SecretBasic {
                 client_id,
@@ -282,10 +283,23 @@ impl ClientAuth {
             | ClientAuth::SecretPost {
                 client_id,
                 client_secret,
-            } => vec![("client_id", client_id), ("client_secret", client_secret)],
+            } => Some((client_id, client_secret)),
+            _ => None,
+        }
+    }
+
+    /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
+    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+        if let Some((client_id, client_secret)) = self.shared_secret() {
+            return vec![("client_id", client_id), ("client_secret", client_secret)];
+        }
+        match self {
             ClientAuth::None { client_id } => client_id.iter().map(|c| ("client_id", c)).collect(),
             ClientAuth::PrivateKeyJwt(k) => vec![("client_id", &k.client_id)],
             ClientAuth::ClientAssertionFile { client_id, .. } => vec![("client_id", client_id)],
+            ClientAuth::SecretBasic { .. }
+            | ClientAuth::SecretBasicRaw { .. }
+            | ClientAuth::SecretPost { .. } => unreachable!("shared_secret() answered above"),
         }
     }
 

@@ -344,40 +344,11 @@ impl Cached {
 /// For `auth_method: auto`: the configured credentials in the form the document supports best
 /// (`pick_auth_method`); a secret moves between Basic and post, a key or assertion file stays as it is.
 pub fn choose_auth(configured: &ClientAuth, doc: &Document) -> Result<ClientAuth, DiscoveryError> {
-    let (have, secret) = match configured {
-        ClientAuth::SecretBasic {
-            client_id,
-            client_secret,
-        }
-        | ClientAuth::SecretBasicRaw {
-            client_id,
-            client_secret,
-        }
-        | ClientAuth::SecretPost {
-            client_id,
-            client_secret,
-        } => (
-            Configured {
-                secret: true,
-                ..Configured::default()
-            },
-            Some((client_id, client_secret)),
-        ),
-        ClientAuth::PrivateKeyJwt(_) => (
-            Configured {
-                private_key: true,
-                ..Configured::default()
-            },
-            None,
-        ),
-        ClientAuth::ClientAssertionFile { .. } => (
-            Configured {
-                assertion_file: true,
-                ..Configured::default()
-            },
-            None,
-        ),
-        ClientAuth::None { .. } => (Configured::default(), None),
+    let secret = configured.shared_secret();
+    let have = Configured {
+        secret: secret.is_some(),
+        private_key: matches!(configured, ClientAuth::PrivateKeyJwt(_)),
+        assertion_file: matches!(configured, ClientAuth::ClientAssertionFile { .. }),
     };
     let picked = pick_auth_method(&doc.token_endpoint_auth_methods_supported, have)?;
     Ok(match (picked, secret) {
