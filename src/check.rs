@@ -43,10 +43,10 @@ pub fn check(path: &Path) -> Report {
 pub fn check_files(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     if let Some(d) = &config.state_dir {
-        if let Err(message) = crate::output::check_writable(&d.join(".token-vendor-check")) {
+        if let Err(e) = crate::output::check_writable(&d.join(".token-vendor-check")) {
             problems.push(Problem {
                 path: "state_dir".into(),
-                message,
+                message: e.to_string(),
             });
         }
     }
@@ -84,10 +84,10 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
             }
         }
         for (j, o) in t.outputs.iter().enumerate() {
-            if let Err(message) = crate::output::check_writable(&o.path) {
+            if let Err(e) = crate::output::check_writable(&o.path) {
                 problems.push(Problem {
                     path: format!("tokens[{i}].outputs[{j}].path"),
-                    message,
+                    message: e.to_string(),
                 });
             }
         }

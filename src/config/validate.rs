@@ -617,7 +617,7 @@ fn token_config(
         requested_token_type: raw.requested_token_type,
     };
     let grant = super::grant::grant(grant_keys, &params, at).unwrap_or_else(|problems| {
-        problems.into_iter().for_each(|(p, m)| c.problem(p, m));
+        c.problems.extend(problems);
         Grant::ClientCredentials
     });
     let notify = raw.notify.and_then(|v| {
