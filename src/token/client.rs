@@ -12,7 +12,7 @@ use super::auth::{AuthError, ClientAuth, RequestContext, TokenRequest};
 use super::discovery::{self, choose_auth, Cached, DiscoveryError};
 use super::error::{
     chain, is_oauth_error, looks_like_html, redact, redirect_target, status_error_to,
-    transport_error, ErrorKind, FetchError,
+    transport_error, ErrorKind, FetchError, HTML_PAGE, URL_HINT,
 };
 use super::grant::Grant;
 use super::http::USER_AGENT_VALUE;
@@ -338,7 +338,7 @@ impl TokenClient {
             if is_html || looks_like_html(&body) {
                 return Err(FetchError::new(
                     ErrorKind::InvalidResponse,
-                    format!("token endpoint {url} answered HTTP {}, but the endpoint returned an HTML page instead of a token", status.as_u16()),
+                    format!("token endpoint {url} answered HTTP {}, but {HTML_PAGE} instead of a token; {URL_HINT}", status.as_u16()),
                 ));
             }
             return parse_token_response(&body, issued_at, self.spec.default_lifetime)
