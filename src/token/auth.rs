@@ -621,14 +621,11 @@ mod tests {
         }
     }
 
-    /// A PKCS#8 P-256 key made by node (independent of jws.rs); fails with the reason when node does not run.
+    /// A PKCS#8 P-256 key made by rcgen (independent of jws.rs's key handling).
     fn p256_pem() -> String {
-        let out = std::process::Command::new("node")
-            .args(["-e", "const {generateKeyPairSync}=require('node:crypto');process.stdout.write(generateKeyPairSync('ec',{namedCurve:'P-256'}).privateKey.export({type:'pkcs8',format:'pem'}))"])
-            .output()
-            .unwrap_or_else(|e| panic!("this test generates a key with node, which did not run: {e}"));
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem()
     }
 
     fn claims(jwt: &str) -> serde_json::Value {
