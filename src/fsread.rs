@@ -3,8 +3,8 @@
 //! A path may name a FIFO (a read blocks forever), a device (`/dev/zero` never ends and reports size 0), a
 //! directory or a symlink planted by someone else. [`read_bounded`] opens with `O_NONBLOCK`, decides on the
 //! `fstat` of the descriptor it opened (not on the path, which can change in between), and counts the bytes it
-//! reads instead of trusting the size in the metadata. [`read_bounded_async`] runs it on tokio's blocking pool; the
-//! config and state files are read that way. Credential, key and assertion files are read on the runtime thread, at
+//! reads instead of trusting the size in the metadata. A reload reads the config on tokio's blocking pool (the
+//! runtime thread answers /livez). Credential, key and assertion files are read on the runtime thread, at
 //! every request, with the key parsed and the assertion signed there too: it never waits on a FIFO or device (the
 //! open does not block and the descriptor's `fstat` refuses them), and a local regular file costs microseconds
 //! (BENCHMARKS.md, "Cost of a signed request": 5 µs for a secret file, 48 µs for ES256, under 1 ms for RS256 at p95).
@@ -196,8 +196,7 @@ pub fn read_counted(mut file: File, path: &Path, limit: u64) -> Result<Vec<u8>, 
 }
 
 /// Reads a whole regular file of at most `limit` bytes. It never blocks on a FIFO or device; a small credential file
-/// is read on the runtime thread (see the module doc for the measured cost), anything large or slow goes through
-/// [`read_bounded_async`].
+/// is read on the runtime thread (see the module doc for the measured cost), the config on reload off it.
 pub fn read_bounded(path: &Path, limit: u64, follow_symlinks: bool) -> Result<Vec<u8>, ReadError> {
     let file = open_regular(path, follow_symlinks)?;
     read_counted(file, path, limit)
