@@ -266,22 +266,6 @@ pub fn read_bounded_at(
     Ok((read_counted(file, shown, limit)?, meta))
 }
 
-/// [`read_bounded`] on tokio's blocking pool.
-pub async fn read_bounded_async(
-    path: PathBuf,
-    limit: u64,
-    follow_symlinks: bool,
-) -> Result<Vec<u8>, ReadError> {
-    let p = path.clone();
-    match tokio::task::spawn_blocking(move || read_bounded(&p, limit, follow_symlinks)).await {
-        Ok(r) => r,
-        Err(e) => Err(ReadError::Read {
-            path,
-            source: io::Error::other(format!("the reading task failed: {e}")),
-        }),
-    }
-}
-
 /// Why a YAML document is refused before the parser sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum YamlRefused {
@@ -654,24 +638,6 @@ mod tests {
         let e = read_bounded(Path::new("/nonexistent/x"), 10, false).unwrap_err();
         assert!(matches!(e, ReadError::Open { .. }));
         assert!(e.to_string().contains("/nonexistent/x"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn the_async_wrapper_reads_off_the_runtime_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        mkfifo(&fifo);
-        let e = tokio::time::timeout(
-            Duration::from_secs(5),
-            read_bounded_async(fifo, 1024, false),
-        )
-        .await
-        .expect("never blocks")
-        .unwrap_err();
-        assert!(matches!(e, ReadError::NotRegular { .. }));
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"x").unwrap();
-        assert_eq!(read_bounded_async(f, 1, false).await.unwrap(), b"x");
     }
 
     fn nested_flow(n: usize) -> String {

@@ -6,7 +6,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use crate::config::Format;
-use crate::config::OutputConfig;
 use crate::token::token::TokenRecord;
 use crate::token::Token;
 use rand::Rng;
@@ -494,17 +493,6 @@ pub fn write_atomic(
 
 fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
-}
-
-/// Writes one output for a token.
-pub fn write_output(out: &OutputConfig, token: &Token) -> Result<(), WriteError> {
-    write_atomic(
-        &out.path,
-        &render(out.format, token),
-        out.mode,
-        out.uid,
-        out.gid,
-    )
 }
 
 /// Removes temporary files a killed writer left next to `path`.
