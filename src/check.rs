@@ -3,10 +3,7 @@
 use std::path::Path;
 
 use crate::config::{Config, NotifyConfig, Problem};
-use crate::notify::PidFileError;
-use crate::token::auth::{read_assertion, AuthError, ClientAuth, KeyIdSource};
-use crate::token::error::chain;
-use crate::token::http::build_http_client;
+use crate::load::open_files;
 
 /// What `check` found: problems make it fail, warnings do not.
 #[derive(Debug, Default)]
@@ -21,7 +18,7 @@ pub fn check(path: &Path) -> Report {
         Err((mut e, partial)) => {
             // Structural problems do not hide file and environment ones: what parsed far enough is opened too.
             if let Some(partial) = partial {
-                e.problems.extend(check_files(&partial));
+                e.problems.extend(open_files(&partial));
             }
             Report {
                 problems: e.problems,
@@ -32,100 +29,10 @@ pub fn check(path: &Path) -> Report {
             let mut warnings = c.warnings();
             warnings.extend(pid_file_warnings(&c));
             Report {
-                problems: check_files(&c),
+                problems: open_files(&c),
                 warnings,
             }
         }
-    }
-}
-
-/// Every file and variable a valid config refers to, opened as the daemon would open it.
-pub fn check_files(config: &Config) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if let Some(d) = &config.state_dir {
-        if let Err(e) = crate::output::check_writable(&d.join(".token-vendor-check")) {
-            problems.push(Problem {
-                path: "state_dir".into(),
-                message: e.to_string(),
-            });
-        }
-    }
-    for (i, t) in config.tokens.iter().enumerate() {
-        auth_files(i, &t.auth, &mut problems);
-        for (key, message) in t.grant.check_files(std::time::SystemTime::now()) {
-            problems.push(Problem {
-                path: format!("tokens[{i}].{key}"),
-                message,
-            });
-        }
-        for (key, src) in t.auth.sources() {
-            if let Err(e) = src.load() {
-                problems.push(Problem {
-                    path: format!("tokens[{i}].{}", src.key_name(key)),
-                    message: chain(&e),
-                });
-            }
-        }
-        if let Err(e) = build_http_client(&t.http, &t.token_url) {
-            problems.push(Problem {
-                path: format!("tokens[{i}].http"),
-                message: chain(&e),
-            });
-        }
-        if let Some(NotifyConfig::Signal { pid_file, .. }) = &t.notify {
-            // Missing is normal before the app runs (a warning, see `pid_file_warnings`); anything else there that
-            // names no process is a wrong path.
-            match crate::notify::read_pid_file(pid_file) {
-                Ok(_) | Err(PidFileError::Missing(_)) => {}
-                Err(e) => problems.push(Problem {
-                    path: format!("tokens[{i}].notify.signal.pid_file"),
-                    message: chain(&e),
-                }),
-            }
-        }
-        for (j, o) in t.outputs.iter().enumerate() {
-            if let Err(e) = crate::output::check_writable(&o.path) {
-                problems.push(Problem {
-                    path: format!("tokens[{i}].outputs[{j}].path"),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    problems
-}
-
-/// What `check` adds for these methods, without contacting a server: each file readable and regular, the key
-/// parses and matches `alg`, the certificate carries the key, the assertion file holds a JWT. Each problem names
-/// the key path.
-fn auth_files(i: usize, auth: &ClientAuth, problems: &mut Vec<Problem>) {
-    let mut push = |key: &str, message: String| {
-        problems.push(Problem {
-            path: format!("tokens[{i}].{key}"),
-            message,
-        })
-    };
-    match auth {
-        ClientAuth::PrivateKeyJwt(k) => {
-            if let Err(e) = k.signer() {
-                let path = match &e {
-                    AuthError::Key { path, .. } => Some(path.as_path()),
-                    AuthError::Read(r) => Some(r.path()),
-                    _ => None,
-                };
-                let key = match (&k.key_id, path) {
-                    (KeyIdSource::Certificate(c), Some(p)) if c == p => "certificate_file",
-                    _ => "private_key_file",
-                };
-                push(key, chain(&e));
-            }
-        }
-        ClientAuth::ClientAssertionFile { path, .. } => {
-            if let Err(e) = read_assertion(path) {
-                push("client_assertion_file", chain(&e));
-            }
-        }
-        _ => {}
     }
 }
 

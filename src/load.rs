@@ -1,9 +1,13 @@
-//! The one loader of a config file, used by `run`, `once`, reload and `check`: read it (bounded, regular files only), parse it (`config`, which opens no file), then the checks that look at the file system and the environment (outputs that would overwrite what the sidecar reads or keeps, outputs through a planted symlink, plain http through a proxy).
+//! The one loader of a config file, used by `run`, `once`, reload and `check`: read it (bounded, regular files only), parse it (`config`, which opens no file), then the checks that look at the file system and the environment (outputs that would overwrite what the sidecar reads or keeps, outputs through a planted symlink, plain http through a proxy); `once` and `check` then open every file it names (`open_files`).
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError, NotifyConfig, Problem};
 use crate::fsread::{read_bounded, ReadError, CONFIG_LIMIT};
+use crate::notify::PidFileError;
+use crate::token::auth::{read_assertion, AuthError, ClientAuth, KeyIdSource};
+use crate::token::error::chain;
+use crate::token::http::build_http_client;
 use crate::token::transport::env_proxy_carries;
 
 /// Reads and checks a config file and what it implies on this machine.
@@ -84,6 +88,111 @@ fn environment_problems(file: &Path, config: &Config) -> Vec<Problem> {
     problems.extend(insecure_via_proxy(config));
     problems.extend(planted_symlinks(config));
     problems
+}
+
+/// Every file and variable a config refers to, opened as the daemon would open it: what `check` and `once` add to
+/// [`load`] before anything is sent (`run` and reload do not: a credential may appear after start).
+pub fn open_files(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(d) = &config.state_dir {
+        if let Err(e) = crate::output::check_writable(&d.join(".token-vendor-check")) {
+            problems.push(Problem {
+                path: "state_dir".into(),
+                message: e.to_string(),
+            });
+        }
+    }
+    for (i, t) in config.tokens.iter().enumerate() {
+        auth_files(i, &t.auth, &mut problems);
+        for (key, message) in t.grant.check_files(std::time::SystemTime::now()) {
+            problems.push(Problem {
+                path: format!("tokens[{i}].{key}"),
+                message,
+            });
+        }
+        for (key, src) in t.auth.sources() {
+            if let Err(e) = src.load() {
+                problems.push(Problem {
+                    path: format!("tokens[{i}].{}", src.key_name(key)),
+                    message: chain(&e),
+                });
+            }
+        }
+        if let Err(e) = build_http_client(&t.http, &t.token_url) {
+            problems.push(Problem {
+                path: format!("tokens[{i}].http"),
+                message: chain(&e),
+            });
+        }
+        if let Some(NotifyConfig::Signal { pid_file, .. }) = &t.notify {
+            // Missing is normal before the app runs (a warning, see `pid_file_warnings`); anything else there that
+            // names no process is a wrong path.
+            match crate::notify::read_pid_file(pid_file) {
+                Ok(_) | Err(PidFileError::Missing(_)) => {}
+                Err(e) => problems.push(Problem {
+                    path: format!("tokens[{i}].notify.signal.pid_file"),
+                    message: chain(&e),
+                }),
+            }
+        }
+        for (j, o) in t.outputs.iter().enumerate() {
+            if let Err(e) = crate::output::check_writable(&o.path) {
+                problems.push(Problem {
+                    path: format!("tokens[{i}].outputs[{j}].path"),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// What `check` adds for these methods, without contacting a server: each file readable and regular, the key
+/// parses and matches `alg`, the certificate carries the key, the assertion file holds a JWT. Each problem names
+/// the key path.
+fn auth_files(i: usize, auth: &ClientAuth, problems: &mut Vec<Problem>) {
+    let mut push = |key: &str, message: String| {
+        problems.push(Problem {
+            path: format!("tokens[{i}].{key}"),
+            message,
+        })
+    };
+    match auth {
+        ClientAuth::PrivateKeyJwt(k) => {
+            if let Err(e) = k.signer() {
+                let path = match &e {
+                    AuthError::Key { path, .. } => Some(path.as_path()),
+                    AuthError::Read(r) => Some(r.path()),
+                    _ => None,
+                };
+                let key = match (&k.key_id, path) {
+                    (KeyIdSource::Certificate(c), Some(p)) if c == p => "certificate_file",
+                    _ => "private_key_file",
+                };
+                push(key, chain(&e));
+            }
+        }
+        ClientAuth::ClientAssertionFile { path, .. } => match read_assertion(path) {
+            Err(e) => push("client_assertion_file", chain(&e)),
+            // Expired and not rotated: the server would refuse it, as an expired subject token (`Grant::check_files`).
+            Ok((_, Some(exp))) if exp <= unix_now() => push(
+                "client_assertion_file",
+                chain(&AuthError::AssertionExpired {
+                    path: path.clone(),
+                    exp,
+                }),
+            ),
+            Ok(_) => {}
+        },
+        _ => {}
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// Outputs that would overwrite a file the sidecar reads or keeps: the config, a credential or key file (whatever
