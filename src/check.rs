@@ -1,4 +1,4 @@
-//! The `check` command: the config, then every file and variable it refers to (credentials and the subject token readable, CA and client certificate parseable, output directories writable, a signal hook's pid file valid if present), without contacting any server.
+//! The `check` command: the config, then every file and variable it refers to (credentials and the subject token readable, CA and client certificate parseable, output directories writable, a signal hook's pid file valid if present), without contacting any server (`load` reads and opens; this module reports).
 
 use std::path::Path;
 
