@@ -367,7 +367,7 @@ impl Daemon {
         // Reading and parsing run on the blocking pool: a FIFO, `/dev/zero` or a pathological document must never
         // stall the runtime thread, which answers /livez.
         let path = self.config_path.clone();
-        let bytes = match tokio::task::spawn_blocking(move || Config::read(&path)).await {
+        let bytes = match tokio::task::spawn_blocking(move || crate::load::read(&path)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 self.reject_unreadable(e.to_string());
@@ -385,7 +385,7 @@ impl Daemon {
         }
         let (path, b) = (self.config_path.clone(), bytes.clone());
         let parsed = tokio::task::spawn_blocking(move || {
-            let new = Config::parse_bytes(&b, &path)?;
+            let new = crate::load::from_bytes(&b, &path)?;
             // Every client must build before anything is swapped, so a bad CA file cannot take tokens down.
             // Fresh clients, so a CA file or client certificate replaced at the same path is read again.
             let clients = build_clients_blocking(&new.tokens);
@@ -618,7 +618,7 @@ pub async fn run_on(
     })?;
     let poll = config.reload.poll_interval;
     let p = config_path.clone();
-    let applied = tokio::task::spawn_blocking(move || Config::read(&p).ok())
+    let applied = tokio::task::spawn_blocking(move || crate::load::read(&p).ok())
         .await
         .ok()
         .flatten();
@@ -793,7 +793,7 @@ pub async fn once(
     clock: Clock,
 ) -> Result<(), Error> {
     let c = config.clone();
-    let problems = tokio::task::spawn_blocking(move || crate::check::check_files(&c))
+    let problems = tokio::task::spawn_blocking(move || crate::load::open_files(&c))
         .await
         .map_err(Error::Task)?;
     if !problems.is_empty() {

@@ -92,11 +92,11 @@ pub fn oauth_error(
     ))
 }
 
-/// `token::error::retry_after` for one `Retry-After` header value; `None` also for bytes a header cannot hold.
+/// `token::response::retry_after` for one `Retry-After` header value; `None` also for bytes a header cannot hold.
 pub fn retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
     let mut h = HeaderMap::new();
     h.insert(RETRY_AFTER, HeaderValue::from_bytes(value).ok()?);
-    error::retry_after(&h, now)
+    crate::token::response::retry_after(&h, now)
 }
 
 /// `token::error::sanitize`.
@@ -133,14 +133,14 @@ pub fn discovery_document(body: &[u8], issuer: &str, source: &str) -> Result<Str
         .map_err(|e| e.to_string())
 }
 
-/// `token::auth::jwt_exp`: the `exp` of a client assertion file's JWT (`Some(None)` without one).
+/// `token::jwt::exp_secs`, as a client assertion file's `exp` is read (`Some(None)` without one).
 pub fn assertion_exp(jwt: &str) -> Option<Option<u64>> {
-    crate::token::auth::jwt_exp(jwt)
+    crate::token::jwt::exp_secs(jwt)
 }
 
-/// `token::grant::jwt_exp`: the `exp` of a subject token file's JWT (`Some(None)` without one).
+/// `token::jwt::exp_secs`, as a subject token file's `exp` is read (`Some(None)` without one).
 pub fn subject_token_exp(jwt: &str) -> Option<Option<u64>> {
-    crate::token::grant::jwt_exp(jwt)
+    crate::token::jwt::exp_secs(jwt)
 }
 
 /// `token::token::jwt_exp`: the `exp` of an access token, the lifetime's fallback.

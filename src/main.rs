@@ -67,13 +67,13 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Check { .. } | Command::Schema => unreachable!("handled in main"),
         Command::Once { config, timeout } => {
             let rt = runtime()?;
-            let cfg = Config::load(&config)?;
+            let cfg = token_vendor::load::load(&config)?;
             logging::init(&cfg.log);
             rt.block_on(app::once(&config, &cfg, timeout, Clock::System))
         }
         Command::Run { config } => {
             let rt = runtime()?;
-            let cfg = Config::load(&config)?;
+            let cfg = token_vendor::load::load(&config)?;
             logging::init(&cfg.log);
             token_vendor::limits::raise_fd_limit();
             for w in cfg.warnings() {
@@ -208,7 +208,7 @@ async fn run_demo(
             source,
         }
     })?;
-    let cfg = Config::load(&path)?;
+    let cfg = token_vendor::load::load(&path)?;
     demo::discard_previous_state(&cfg);
     tracing::info!(dir = %dir.display(), files = "token, token.header, token.json, token.env", "demo: writing a fresh token every ~{}s; watch with: watch -n1 cat {}/token.json", lifetime.as_secs() * 3 / 4, dir.display());
     let Some(listener) = listener else {

@@ -6,7 +6,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use crate::config::Format;
-use crate::config::OutputConfig;
 use crate::token::token::TokenRecord;
 use crate::token::Token;
 use rand::Rng;
@@ -496,17 +495,6 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
 
-/// Writes one output for a token.
-pub fn write_output(out: &OutputConfig, token: &Token) -> Result<(), WriteError> {
-    write_atomic(
-        &out.path,
-        &render(out.format, token),
-        out.mode,
-        out.uid,
-        out.gid,
-    )
-}
-
 /// Removes temporary files a killed writer left next to `path`.
 pub fn remove_stale_temps(path: &Path) {
     let (dir, Some(name)) = (parent(path), path.file_name()) else {
@@ -528,13 +516,24 @@ pub fn remove_stale_temps(path: &Path) {
     }
 }
 
+/// Why an output path could not be written now ([`check_writable`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotWritable {
+    #[error("{} is a directory; give a file path", .0.display())]
+    IsADirectory(PathBuf),
+    #[error("{} is not a directory, so {} cannot be created", .dir.display(), .path.display())]
+    ParentNotADirectory { dir: PathBuf, path: PathBuf },
+    #[error("cannot write in {}: {source}; mount a writable volume there (an emptyDir) or fix its permissions", .dir.display())]
+    CannotWrite {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Says whether `path` could be written now, without touching an existing file.
-pub fn check_writable(path: &Path) -> Result<(), String> {
+pub fn check_writable(path: &Path) -> Result<(), NotWritable> {
     if path.is_dir() {
-        return Err(format!(
-            "{} is a directory; give a file path",
-            path.display()
-        ));
+        return Err(NotWritable::IsADirectory(path.to_path_buf()));
     }
     let mut dir = parent(path).to_path_buf();
     if dir.as_os_str().is_empty() {
@@ -551,25 +550,26 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
         }
     }
     if !dir.is_dir() {
-        return Err(format!(
-            "{} is not a directory, so {} cannot be created",
-            dir.display(),
-            path.display()
-        ));
+        return Err(NotWritable::ParentNotADirectory {
+            dir,
+            path: path.to_path_buf(),
+        });
     }
     let probe = dir.join(format!(
         ".token-vendor-check{TMP_MARK}{:016x}",
         rand::rng().random::<u64>()
     ));
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&probe) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)
+    {
         Ok(_) => {
             let _ = fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(format!(
-            "cannot write in {}: {e}; mount a writable volume there (an emptyDir) or fix its permissions",
-            dir.display()
-        )),
+        Err(source) => Err(NotWritable::CannotWrite { dir, source }),
     }
 }
 
@@ -799,9 +799,11 @@ mod tests {
         fs::write(dir.path().join("file"), b"").unwrap();
         assert!(check_writable(&dir.path().join("file/token"))
             .unwrap_err()
+            .to_string()
             .contains("not a directory"));
         assert!(check_writable(dir.path())
             .unwrap_err()
+            .to_string()
             .contains("is a directory"));
     }
 }

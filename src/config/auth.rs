@@ -1,4 +1,4 @@
-//! Config checks for the key- and assertion-based client authentication methods (`private_key_jwt`, `client_assertion_file`) and their file checks for `check`.
+//! Config checks for the key- and assertion-based client authentication methods (`private_key_jwt`, `client_assertion_file`); `check` opens their files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,10 +8,7 @@ use url::Url;
 use super::raw::{RawAuthMethod, RawToken};
 use super::Problem;
 use crate::credentials::CredentialSource;
-use crate::token::auth::{
-    read_assertion, AssertionAudience, AuthError, ClientAuth, KeyIdSource, PrivateKeyJwt,
-};
-use crate::token::error::chain;
+use crate::token::auth::{AssertionAudience, ClientAuth, KeyIdSource, PrivateKeyJwt};
 use crate::token::jws::{Alg, DEFAULT_LIFETIME};
 
 /// Where the chart projects the pod's service-account token for the sidecar.
@@ -200,39 +197,5 @@ pub fn keyed(
             }
             None
         }
-    }
-}
-
-/// What `check` adds for these methods, without contacting a server: each file readable and regular, the key
-/// parses and matches `alg`, the certificate carries the key, the assertion file holds a JWT. Each problem names
-/// the key path.
-pub fn check_files(i: usize, auth: &ClientAuth, problems: &mut Vec<Problem>) {
-    let mut push = |key: &str, message: String| {
-        problems.push(Problem {
-            path: format!("tokens[{i}].{key}"),
-            message,
-        })
-    };
-    match auth {
-        ClientAuth::PrivateKeyJwt(k) => {
-            if let Err(e) = k.signer() {
-                let path = match &e {
-                    AuthError::Key { path, .. } => Some(path.as_path()),
-                    AuthError::Read(r) => Some(r.path()),
-                    _ => None,
-                };
-                let key = match (&k.key_id, path) {
-                    (KeyIdSource::Certificate(c), Some(p)) if c == p => "certificate_file",
-                    _ => "private_key_file",
-                };
-                push(key, chain(&e));
-            }
-        }
-        ClientAuth::ClientAssertionFile { path, .. } => {
-            if let Err(e) = read_assertion(path) {
-                push("client_assertion_file", chain(&e));
-            }
-        }
-        _ => {}
     }
 }

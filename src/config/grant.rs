@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::raw::RawGrant;
+use super::Problem;
 use crate::token::Grant;
 
 /// Where the chart mounts the projected service-account token.
@@ -26,12 +27,12 @@ pub struct RawGrantKeys {
     pub requested_token_type: Option<String>,
 }
 
-/// The grant, or the problems as (config path, message); `at` is the token's path (`tokens[0]`).
+/// The grant, or its problems; `at` is the token's path (`tokens[0]`).
 pub fn grant(
     raw: RawGrantKeys,
     params: &BTreeMap<String, String>,
     at: &str,
-) -> Result<Grant, Vec<(String, String)>> {
+) -> Result<Grant, Vec<Problem>> {
     let mut problems = Vec::new();
     let grant = match raw.grant.unwrap_or(RawGrant::ClientCredentials) {
         RawGrant::ClientCredentials => {
@@ -41,10 +42,10 @@ pub fn grant(
                 ("requested_token_type", raw.requested_token_type.is_some()),
             ] {
                 if set {
-                    problems.push((
-                        format!("{at}.{key}"),
-                        "applies only to grant: token_exchange".to_string(),
-                    ));
+                    problems.push(Problem {
+                        path: format!("{at}.{key}"),
+                        message: "applies only to grant: token_exchange".to_string(),
+                    });
                 }
             }
             Grant::ClientCredentials
@@ -54,10 +55,10 @@ pub fn grant(
                 .subject_token_file
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBJECT_TOKEN_FILE));
             if file.as_os_str().is_empty() {
-                problems.push((
-                    format!("{at}.subject_token_file"),
-                    "must not be empty".to_string(),
-                ));
+                problems.push(Problem {
+                    path: format!("{at}.subject_token_file"),
+                    message: "must not be empty".to_string(),
+                });
             }
             let subject_type = raw
                 .subject_token_type
@@ -68,19 +69,19 @@ pub fn grant(
             ] {
                 if let Some(v) = value {
                     if !is_uri(v) {
-                        problems.push((
-                            format!("{at}.{key}"),
-                            format!("{v:?} is not a token type URI such as {DEFAULT_SUBJECT_TOKEN_TYPE}"),
-                        ));
+                        problems.push(Problem {
+                            path: format!("{at}.{key}"),
+                            message: format!("{v:?} is not a token type URI such as {DEFAULT_SUBJECT_TOKEN_TYPE}"),
+                        });
                     }
                 }
             }
             for k in params.keys() {
                 if EXCHANGE_FIELDS.contains(&k.as_str()) {
-                    problems.push((
-                        format!("{at}.params.{k}"),
-                        format!("`{k}` is set by token-vendor itself; use the dedicated key instead of params"),
-                    ));
+                    problems.push(Problem {
+                        path: format!("{at}.params.{k}"),
+                        message: format!("`{k}` is set by token-vendor itself; use the dedicated key instead of params"),
+                    });
                 }
             }
             Grant::TokenExchange {
@@ -137,12 +138,12 @@ mod tests {
         let mut k = keys(None);
         k.subject_token_file = Some("/x".into());
         let e = grant(k, &BTreeMap::new(), "tokens[0]").unwrap_err();
-        assert_eq!(e[0].0, "tokens[0].subject_token_file");
+        assert_eq!(e[0].path, "tokens[0].subject_token_file");
         let mut k = keys(Some(RawGrant::TokenExchange));
         k.requested_token_type = Some("access_token".into());
         let params = BTreeMap::from([("subject_token".to_string(), "x".to_string())]);
         let e = grant(k, &params, "tokens[0]").unwrap_err();
-        let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
             [
@@ -160,7 +161,7 @@ mod tests {
             k.subject_token_type = Some(DEFAULT_SUBJECT_TOKEN_TYPE.into());
             k.requested_token_type = Some(DEFAULT_SUBJECT_TOKEN_TYPE.into());
             let e = grant(k, &BTreeMap::new(), "tokens[1]").unwrap_err();
-            let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+            let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
             assert_eq!(
                 paths,
                 [
@@ -169,7 +170,9 @@ mod tests {
                     "tokens[1].requested_token_type"
                 ]
             );
-            assert!(e.iter().all(|(_, m)| m.contains("grant: token_exchange")));
+            assert!(e
+                .iter()
+                .all(|p| p.message.contains("grant: token_exchange")));
         }
     }
 
@@ -183,8 +186,8 @@ mod tests {
             let params = BTreeMap::from([(field.to_string(), "x".to_string())]);
             let e = grant(keys(Some(RawGrant::TokenExchange)), &params, "t").unwrap_err();
             assert_eq!(e.len(), 1, "{e:?}");
-            assert_eq!(e[0].0, format!("t.params.{field}"));
-            assert!(e[0].1.contains("dedicated key"), "{e:?}");
+            assert_eq!(e[0].path, format!("t.params.{field}"));
+            assert!(e[0].message.contains("dedicated key"), "{e:?}");
         }
         // An actor token or a provider-specific field is the user's to add.
         let params = BTreeMap::from([
@@ -207,7 +210,7 @@ mod tests {
         k.subject_token_type = Some("jwt".into());
         k.requested_token_type = Some("urn:ietf:params:oauth:token-type:access token".into());
         let e = grant(k, &BTreeMap::new(), "t").unwrap_err();
-        let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
             [

@@ -2,7 +2,8 @@
 //!
 //! The data flows one way: config → credentials / client authentication (`token::auth`) → token client →
 //! refresher → sinks (output files). Config holds the domain types of the request (`ClientAuth`, `Grant`,
-//! `HttpConfig`) but opens no file other than itself: file checks belong to the `check` command.
+//! `HttpConfig`) and is pure: it opens no file, not even its own (`crate::load` reads it and runs the checks that look
+//! at the file system and the environment; `crate::check` opens the files it names).
 
 pub mod auth;
 mod grant;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::credentials::CredentialSource;
+pub use crate::token::discovery::Discovery;
 pub use crate::token::http::HttpConfig;
 use crate::token::{ClientAuth, Grant};
 pub use notify::NotifyConfig;
@@ -103,15 +105,6 @@ pub struct TokenConfig {
     pub notify: Option<NotifyConfig>,
 }
 
-/// OIDC discovery / RFC 8414 for one token (`token::discovery` does the fetching and checking).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    pub issuer: crate::token::discovery::Issuer,
-    /// `auth_method: auto`: `auth` is the preferred form of the configured credentials, switched to what the
-    /// document supports (`client_secret_basic` to `client_secret_post`), or refused when it supports neither.
-    pub auto: bool,
-}
-
 /// The format of an output file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,52 +177,6 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and checks a config file. Referenced files are not opened here; the `check` command does that.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: path.to_path_buf(),
-            problems: vec![Problem {
-                path: String::new(),
-                message,
-            }],
-        };
-        let bytes = Config::read(path).map_err(|e| err(e.to_string()))?;
-        Config::parse_bytes(&bytes, path)
-    }
-
-    /// The bytes of a config file: a regular file (a FIFO, device or directory is refused without blocking) of at
-    /// most CONFIG_LIMIT bytes, counted as they are read. Blocking: call it off the runtime thread.
-    pub fn read(path: &Path) -> Result<Vec<u8>, crate::fsread::ReadError> {
-        crate::fsread::read_bounded(path, crate::fsread::CONFIG_LIMIT, true)
-    }
-
-    /// Parses config bytes read by [`Self::read`]: UTF-8 only, nesting, anchors and aliases checked before the YAML
-    /// parser sees them.
-    pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: file.to_path_buf(),
-            problems: vec![Problem {
-                path: String::new(),
-                message,
-            }],
-        };
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| err(format!("the file is not UTF-8 text: {e}")))?;
-        let config = Config::parse(text, file)?;
-        // Looks at the file system (canonical paths), so it is here and not in `parse`: check, run, once and reload
-        // all come through this function.
-        let mut problems = crate::check::output_conflicts(file, &config);
-        problems.extend(crate::check::insecure_via_proxy(&config));
-        problems.extend(crate::check::planted_symlinks(&config));
-        if !problems.is_empty() {
-            return Err(ConfigError {
-                file: file.to_path_buf(),
-                problems,
-            });
-        }
-        Ok(config)
-    }
-
     /// Parses and checks config text; `file` is only used to name the source in errors and to resolve relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         // A deeply nested document costs the parser time and stack, and aliases memory, out of proportion to its size:
@@ -497,15 +444,6 @@ tokens:
             e.contains("test.yaml: line 9 column 7: `*a8` is a YAML alias; anchors and aliases are refused before parsing"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn special_files_are_refused_by_load() {
-        let dir = tempfile::tempdir().unwrap();
-        for p in [Path::new("/dev/zero"), dir.path()] {
-            let e = Config::load(p).unwrap_err().to_string();
-            assert!(e.contains("not a regular file; refused"), "{e}");
-        }
     }
 
     #[test]

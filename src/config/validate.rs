@@ -37,15 +37,13 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
 /// For `check` after the config was refused: the config as far as it parsed, so the files and variables it names
 /// are checked too and one run reports every problem. What could not be read is replaced by inert stand-ins (an
 /// inline credential, a loopback URL, a token with no outputs, defaults), which name no file and so add no problem;
-/// each token keeps its index. Never run: `None` when the file cannot be read or is not a YAML mapping.
-pub fn salvage(path: &Path) -> Option<Config> {
-    let bytes = Config::read(path).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
+/// each token keeps its index. Never run: `None` when the text is not a YAML mapping. `file` resolves relative paths.
+pub fn salvage(text: &str, file: &Path) -> Option<Config> {
     crate::fsread::yaml_precheck(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
     let mut c = Checker {
         problems: Vec::new(),
     };
-    parse_into(text, path.parent().unwrap_or(Path::new("")), &mut c)
+    parse_into(text, file.parent().unwrap_or(Path::new("")), &mut c)
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -619,7 +617,7 @@ fn token_config(
         requested_token_type: raw.requested_token_type,
     };
     let grant = super::grant::grant(grant_keys, &params, at).unwrap_or_else(|problems| {
-        problems.into_iter().for_each(|(p, m)| c.problem(p, m));
+        c.problems.extend(problems);
         Grant::ClientCredentials
     });
     let notify = raw.notify.and_then(|v| {

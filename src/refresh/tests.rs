@@ -346,7 +346,7 @@ async fn a_failed_write_keeps_the_old_token_and_counts_as_a_failure() {
     let mut rf = refresher(&r, &script, RefreshPolicy::default());
     rf.refresh_once().await;
     let path = r.sink.outputs()[0].path.clone();
-    let before = std::fs::read(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"tok-1");
     // Make the rename fail: the target becomes a non-empty directory.
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
@@ -356,5 +356,18 @@ async fn a_failed_write_keeps_the_old_token_and_counts_as_a_failure() {
         o => panic!("{o:?}"),
     }
     assert!(r.state.readiness().ready, "the old token is still valid");
-    assert_eq!(before, b"tok-1");
+    // Checked after the failed write: the refresher keeps the token it had, and a restart would adopt it, not the one
+    // that was never written.
+    let kept = rf
+        .current
+        .as_ref()
+        .map(|t| t.access_token.expose_secret().to_string());
+    assert_eq!(kept.as_deref(), Some("tok-1"));
+    let saved = r.sink.load_warm(r.state.clock().wall());
+    assert_eq!(
+        saved
+            .map(|t| t.access_token.expose_secret().to_string())
+            .as_deref(),
+        Some("tok-1")
+    );
 }

@@ -203,27 +203,10 @@ pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthEr
     })?;
     let text = SecretString::from(text);
     let trimmed = text.expose_secret().trim();
-    let exp = jwt_exp(trimmed).ok_or_else(|| AuthError::NotAJwt {
+    let exp = super::jwt::exp_secs(trimmed).ok_or_else(|| AuthError::NotAJwt {
         path: path.to_path_buf(),
     })?;
     Ok((SecretString::from(trimmed.to_string()), exp))
-}
-
-/// `Some(exp)` of a compact JWS's payload (`None` inside when it has none); `None` when it is not a JWT.
-pub(crate) fn jwt_exp(jwt: &str) -> Option<Option<u64>> {
-    let parts: Vec<&str> = jwt.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return None;
-    }
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(parts[1].trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-    let obj = v.as_object()?;
-    Some(obj.get("exp").and_then(|e| {
-        e.as_u64()
-            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-    }))
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -286,8 +269,9 @@ impl ClientAuth {
         }
     }
 
-    /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
-    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+    /// The id and secret of a shared-secret method (Basic, raw Basic or post): what `auth_method: auto` may move
+    /// between Basic and post (`token::discovery::choose_auth`).
+    pub fn shared_secret(&self) -> Option<(&CredentialSource, &CredentialSource)> {
         match self {
             ClientAuth::SecretBasic {
                 client_id,
@@ -300,10 +284,23 @@ impl ClientAuth {
             | ClientAuth::SecretPost {
                 client_id,
                 client_secret,
-            } => vec![("client_id", client_id), ("client_secret", client_secret)],
+            } => Some((client_id, client_secret)),
+            _ => None,
+        }
+    }
+
+    /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
+    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+        if let Some((client_id, client_secret)) = self.shared_secret() {
+            return vec![("client_id", client_id), ("client_secret", client_secret)];
+        }
+        match self {
             ClientAuth::None { client_id } => client_id.iter().map(|c| ("client_id", c)).collect(),
             ClientAuth::PrivateKeyJwt(k) => vec![("client_id", &k.client_id)],
             ClientAuth::ClientAssertionFile { client_id, .. } => vec![("client_id", client_id)],
+            ClientAuth::SecretBasic { .. }
+            | ClientAuth::SecretBasicRaw { .. }
+            | ClientAuth::SecretPost { .. } => unreachable!("shared_secret() answered above"),
         }
     }
 
@@ -625,14 +622,11 @@ mod tests {
         }
     }
 
-    /// A PKCS#8 P-256 key made by node (independent of jws.rs); fails with the reason when node does not run.
+    /// A PKCS#8 P-256 key made by rcgen (independent of jws.rs's key handling).
     fn p256_pem() -> String {
-        let out = std::process::Command::new("node")
-            .args(["-e", "const {generateKeyPairSync}=require('node:crypto');process.stdout.write(generateKeyPairSync('ec',{namedCurve:'P-256'}).privateKey.export({type:'pkcs8',format:'pem'}))"])
-            .output()
-            .unwrap_or_else(|e| panic!("this test generates a key with node, which did not run: {e}"));
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem()
     }
 
     fn claims(jwt: &str) -> serde_json::Value {

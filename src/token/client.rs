@@ -11,11 +11,12 @@ use url::Url;
 use super::auth::{AuthError, ClientAuth, RequestContext, TokenRequest};
 use super::discovery::{self, choose_auth, Cached, DiscoveryError};
 use super::error::{
-    chain, is_oauth_error, looks_like_html, redact, redirect_target, retry_after, status_error_to,
-    transport_error, ErrorKind, FetchError,
+    chain, is_oauth_error, looks_like_html, redact, redirect_target, status_error_to,
+    transport_error, ErrorKind, FetchError, HTML_PAGE, URL_HINT,
 };
 use super::grant::Grant;
 use super::http::USER_AGENT_VALUE;
+use super::response::{read_bounded, retry_after, BodyError};
 use super::token::{parse_token_response, Token};
 
 pub use super::auth::basic_auth;
@@ -47,7 +48,7 @@ pub struct TokenClient {
 
 /// The discovery side of a client: the issuer, and what the last good document said.
 struct Discovering {
-    config: crate::config::Discovery,
+    config: discovery::Discovery,
     current: Mutex<Option<Resolved>>,
     /// A document fetched since the owner last asked (`take_fetched`), to be saved in the warm-start state.
     fetched: Mutex<Option<Cached>>,
@@ -113,7 +114,7 @@ impl TokenClient {
 
     /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
     /// the issuer's URL and is not posted to).
-    pub fn discovering(mut self, discovery: Option<crate::config::Discovery>) -> Self {
+    pub fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
         self.discovery = discovery.map(|config| Discovering {
             config,
             current: Mutex::new(None),
@@ -320,7 +321,7 @@ impl TokenClient {
             v.set_sensitive(true);
             out = out.header(AUTHORIZATION, v);
         }
-        let mut resp = out.send().await.map_err(|e| transport_error(url, &e))?;
+        let resp = out.send().await.map_err(|e| transport_error(url, &e))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         let location = redirect_target(resp.headers(), url);
@@ -329,7 +330,7 @@ impl TokenClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("html"));
-        let body = self.read_body(url, &mut resp).await.map_err(|mut e| {
+        let body = self.read_body(url, resp).await.map_err(|mut e| {
             e.retry_after = retry_after;
             e
         })?;
@@ -337,7 +338,7 @@ impl TokenClient {
             if is_html || looks_like_html(&body) {
                 return Err(FetchError::new(
                     ErrorKind::InvalidResponse,
-                    format!("token endpoint {url} answered HTTP {}, but the endpoint returned an HTML page instead of a token", status.as_u16()),
+                    format!("token endpoint {url} answered HTTP {}, but {HTML_PAGE} instead of a token; {URL_HINT}", status.as_u16()),
                 ));
             }
             return parse_token_response(&body, issued_at, self.spec.default_lifetime)
@@ -351,34 +352,23 @@ impl TokenClient {
         Err(err)
     }
 
-    async fn read_body(
-        &self,
-        url: &Url,
-        resp: &mut reqwest::Response,
-    ) -> Result<Vec<u8>, FetchError> {
-        let too_large = || {
-            FetchError::new(
-                ErrorKind::ResponseTooLarge,
-                format!(
-                    "token endpoint {url} sent a response larger than {} KiB; refused",
-                    MAX_BODY_BYTES / 1024
+    async fn read_body(&self, url: &Url, resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+        read_bounded(resp, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => FetchError::new(
+                    ErrorKind::ResponseTooLarge,
+                    format!(
+                        "token endpoint {url} sent a response larger than {} KiB; refused",
+                        MAX_BODY_BYTES / 1024
+                    ),
                 ),
-            )
-        };
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+                BodyError::Transport(e) => transport_error(url, &e),
+                BodyError::Other(cause) => FetchError::new(
+                    ErrorKind::Network,
+                    format!("token endpoint {url}: the response broke off: {cause}"),
+                ),
+            })
     }
 }
 
@@ -512,7 +502,7 @@ mod tests {
             r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300}"#,
         );
         let discovery = || {
-            Some(crate::config::Discovery {
+            Some(discovery::Discovery {
                 issuer: discovery::Issuer::parse(&issuer).unwrap(),
                 auto: false,
             })

@@ -3,13 +3,14 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{ACCEPT, USER_AGENT};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::auth::ClientAuth;
 use super::error::{sanitize, SERVER_TEXT_MAX};
+use super::response::{read_bounded, retry_after, BodyError};
 use super::transport::{env_proxy_carries, secure_or_loopback};
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
@@ -21,6 +22,15 @@ pub const MAX_ENDPOINT_CHARS: usize = 1024;
 
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 const RFC8414_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
+
+/// OIDC discovery / RFC 8414 for one token (this module does the fetching and checking); `config` builds it from `issuer:` and `auth_method: auto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub issuer: Issuer,
+    /// `auth_method: auto`: `auth` is the preferred form of the configured credentials, switched to what the
+    /// document supports (`client_secret_basic` to `client_secret_post`), or refused when it supports neither.
+    pub auto: bool,
+}
 
 /// An issuer identifier exactly as configured (the document must repeat it byte for byte), and its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,40 +344,11 @@ impl Cached {
 /// For `auth_method: auto`: the configured credentials in the form the document supports best
 /// (`pick_auth_method`); a secret moves between Basic and post, a key or assertion file stays as it is.
 pub fn choose_auth(configured: &ClientAuth, doc: &Document) -> Result<ClientAuth, DiscoveryError> {
-    let (have, secret) = match configured {
-        ClientAuth::SecretBasic {
-            client_id,
-            client_secret,
-        }
-        | ClientAuth::SecretBasicRaw {
-            client_id,
-            client_secret,
-        }
-        | ClientAuth::SecretPost {
-            client_id,
-            client_secret,
-        } => (
-            Configured {
-                secret: true,
-                ..Configured::default()
-            },
-            Some((client_id, client_secret)),
-        ),
-        ClientAuth::PrivateKeyJwt(_) => (
-            Configured {
-                private_key: true,
-                ..Configured::default()
-            },
-            None,
-        ),
-        ClientAuth::ClientAssertionFile { .. } => (
-            Configured {
-                assertion_file: true,
-                ..Configured::default()
-            },
-            None,
-        ),
-        ClientAuth::None { .. } => (Configured::default(), None),
+    let secret = configured.shared_secret();
+    let have = Configured {
+        secret: secret.is_some(),
+        private_key: matches!(configured, ClientAuth::PrivateKeyJwt(_)),
+        assertion_file: matches!(configured, ClientAuth::ClientAssertionFile { .. }),
     };
     let picked = pick_auth_method(&doc.token_endpoint_auth_methods_supported, have)?;
     Ok(match (picked, secret) {
@@ -470,7 +451,7 @@ async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>
         url: url.to_string(),
         cause: super::error::transport_failure(&e).1,
     };
-    let mut resp = client
+    let resp = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
         .header(USER_AGENT, super::http::USER_AGENT_VALUE)
@@ -482,35 +463,24 @@ async fn fetch_one(client: &reqwest::Client, url: &Url) -> Result<Option<Vec<u8>
         return Ok(None);
     }
     if status != StatusCode::OK {
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600)));
+        let retry_after = retry_after(resp.headers(), SystemTime::now());
         return Err(DiscoveryError::Status {
             url: url.to_string(),
             status: status.as_u16(),
             retry_after,
         });
     }
-    let too_large = || DiscoveryError::TooLarge {
-        url: url.to_string(),
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-    {
-        return Err(too_large());
+    match read_bounded(resp, MAX_DOCUMENT_BYTES).await {
+        Ok(body) => Ok(Some(body)),
+        Err(BodyError::TooLarge) => Err(DiscoveryError::TooLarge {
+            url: url.to_string(),
+        }),
+        Err(BodyError::Transport(e)) => Err(network(e)),
+        Err(BodyError::Other(cause)) => Err(DiscoveryError::Network {
+            url: url.to_string(),
+            cause,
+        }),
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(network)? {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 mod url_string {

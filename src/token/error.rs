@@ -1,13 +1,11 @@
 //! Why a token request failed: the error kinds, transient or permanent, `Retry-After`, and the wording and redaction of what the server said.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION};
 use serde_json::{Map, Value};
 use url::Url;
-
-use super::token::MAX_LIFETIME;
 
 /// One table names each kind, its word in `/status`, logs and metrics, and whether asking again can help; the enum,
 /// `ALL` (every counter exported at zero from the start), `as_str` and `is_permanent` are all made from it.
@@ -205,6 +203,16 @@ fn lower_percent(s: &str) -> String {
     out
 }
 
+/// What a refused client is told to look at (HTTP 401, `invalid_client`, `unauthorized_client`).
+pub const CLIENT_HINT: &str = "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic)";
+
+/// What a 404 or an HTML page from the token endpoint is told to look at.
+pub const URL_HINT: &str =
+    "check token_url (or base_url, or issuer): it must name the token endpoint itself";
+
+/// The detail of an answer that is a web page, not JSON.
+pub const HTML_PAGE: &str = "the endpoint returned an HTML page";
+
 /// The error for a non-2xx answer from `url`. Server text is stripped of `forms` before it is shortened, so that no
 /// credential survives even in part.
 pub fn status_error(
@@ -265,7 +273,7 @@ pub fn status_error_to(
         .and_then(Value::as_str)
         .map(clean);
     let detail = if is_html || (json.is_none() && looks_like_html(body)) {
-        "the endpoint returned an HTML page".to_string()
+        HTML_PAGE.to_string()
     } else {
         json.as_ref()
             .and_then(error_detail)
@@ -301,11 +309,16 @@ pub fn status_error_to(
         Some(c) if !detail.contains(c.as_str()) => format!("{c}: "),
         _ => String::new(),
     };
+    let html = detail == HTML_PAGE;
     let hint = match (kind, redact_opt(location, forms)) {
         (ErrorKind::Redirect, Some(to)) => {
             format!(" to {to}; set token_url to the final token endpoint")
         }
         (ErrorKind::Redirect, None) => "; set token_url to the final token endpoint".into(),
+        (ErrorKind::InvalidClient | ErrorKind::UnauthorizedClient, _) => {
+            format!("; {CLIENT_HINT}")
+        }
+        _ if code == 404 || html => format!("; {URL_HINT}"),
         _ => String::new(),
     };
     let instead = if status.is_success() {
@@ -328,7 +341,15 @@ fn redact_opt(s: Option<&str>, forms: &[String]) -> Option<String> {
 /// The error for a request to `url` that got no complete answer.
 pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
     let (kind, what) = transport_failure(e);
-    FetchError::new(kind, format!("token request to {url} failed: {what}"))
+    let hint = if kind == ErrorKind::UnknownHost {
+        format!(
+            "; check the host name {} in token_url (or base_url, or issuer) and that the pod's DNS can resolve it",
+            url.host_str().unwrap_or("the one named")
+        )
+    } else {
+        String::new()
+    };
+    FetchError::new(kind, format!("token request to {url} failed: {what}{hint}"))
 }
 
 /// What went wrong with a request that got no complete answer, in a few cleaned words (the root cause may quote the
@@ -467,16 +488,6 @@ fn is_unknown_host(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date, relative to `now`.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(MAX_LIFETIME.as_secs())));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -505,7 +516,6 @@ mod tests {
     }
 
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn server_text_is_escaped_and_cut_with_a_marker() {
@@ -535,23 +545,11 @@ mod tests {
         let e = status(401, forged.as_bytes());
         assert!(!e.message.chars().any(char::is_control), "{e}");
         assert!(e.message.contains(r"bad\r\n2026") && e.message.contains("more bytes cut]"));
-        assert!(e.message.len() < 400, "{}", e.message.len());
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h, now), None);
+        assert!(
+            e.message.len() < 400 + CLIENT_HINT.len(),
+            "{}",
+            e.message.len()
+        );
     }
 
     #[test]
@@ -597,7 +595,35 @@ mod tests {
             br#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
         );
         assert_eq!(e.kind, ErrorKind::InvalidClient);
-        assert_eq!(e.message, "token endpoint http://127.0.0.1:9/token answered HTTP 401 Unauthorized: invalid_client: client authentication failed");
+        assert_eq!(e.message, format!("token endpoint http://127.0.0.1:9/token answered HTTP 401 Unauthorized: invalid_client: client authentication failed; {CLIENT_HINT}"));
+        assert!(
+            CLIENT_HINT.contains("client id")
+                && CLIENT_HINT.contains("secret")
+                && CLIENT_HINT.contains("auth_method")
+        );
+        let e = status(401, b"");
+        assert!(
+            e.message
+                .ends_with(&format!("Unauthorized: Unauthorized; {CLIENT_HINT}")),
+            "{}",
+            e.message
+        );
+        let e = status(400, br#"{"error":"unauthorized_client"}"#);
+        assert!(e.message.ends_with(CLIENT_HINT), "{}", e.message);
+        let e = status(404, br#"{"message":"no route"}"#);
+        assert!(
+            e.message
+                .ends_with(&format!("Not Found: no route; {URL_HINT}")),
+            "{}",
+            e.message
+        );
+        assert!(URL_HINT.contains("token_url") && URL_HINT.contains("base_url"));
+        let e = status(403, br#"{"message":"forbidden by policy"}"#);
+        assert!(
+            e.message.ends_with(": forbidden by policy"),
+            "no hint that would mislead: {}",
+            e.message
+        );
         let e = status(400, br#"{"message":"bad thing"}"#);
         assert_eq!(
             (e.kind, e.message.ends_with(": bad thing")),
@@ -610,7 +636,8 @@ mod tests {
         let e = status(500, b"<html><body>stack trace secret</body></html>");
         assert_eq!(e.kind, ErrorKind::ServerError);
         assert!(
-            e.message.ends_with("the endpoint returned an HTML page")
+            e.message
+                .ends_with(&format!("the endpoint returned an HTML page; {URL_HINT}"))
                 && !e.message.contains("secret"),
             "{}",
             e.message

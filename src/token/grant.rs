@@ -4,11 +4,11 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::{AuthError, RequestContext, TokenRequest};
 use super::error::chain;
+use super::jwt;
 use crate::credentials::CredentialError;
 use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
 
@@ -91,7 +91,7 @@ impl Grant {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        match jwt_exp(token.expose_secret()) {
+        match jwt::exp_secs(token.expose_secret()) {
             Some(Some(exp)) if exp <= now => vec![(
                 "subject_token_file",
                 format!(
@@ -128,30 +128,6 @@ impl Grant {
     }
 }
 
-/// `Some(exp)` of a JWT's payload (`None` inside when it has none); `None` when it is not a JWT. Unlike a client
-/// assertion, a subject token may be an unsecured JWT (RFC 7519 §6), whose signature part is empty.
-pub(crate) fn jwt_exp(token: &str) -> Option<Option<u64>> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let decode = |p: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(p.trim_end_matches('='))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter(serde_json::Value::is_object)
-    };
-    decode(header)?;
-    let claims = decode(payload)?;
-    Some(claims.get("exp").and_then(|e| {
-        e.as_u64()
-            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-    }))
-}
-
 /// The subject token as the file has it now, trimmed of the newline editors add; never cached.
 fn subject_token(path: &Path) -> Result<SecretString, AuthError> {
     let bytes = read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|source| {
@@ -177,6 +153,7 @@ fn subject_token(path: &Path) -> Result<SecretString, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use std::time::Duration;
 
     fn exchange(path: &Path, kind: &str) -> Grant {
@@ -209,10 +186,10 @@ mod tests {
         assert!(exchange(&f, jwt_type).check_files(at(999)).is_empty());
         // An unsecured JWT (empty signature) and one without exp are JWTs too.
         let unsecured = fresh.trim_end_matches("sig").to_string();
-        assert_eq!(jwt_exp(&unsecured), Some(Some(1000)));
+        assert_eq!(jwt::exp_secs(&unsecured), Some(Some(1000)));
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         assert_eq!(
-            jwt_exp(&format!("{}.{}.", enc("{}"), enc("{}"))),
+            jwt::exp_secs(&format!("{}.{}.", enc("{}"), enc("{}"))),
             Some(None)
         );
         for not_jwt in [
@@ -221,7 +198,7 @@ mod tests {
             &format!("{}.{}", enc("{}"), enc("{}")),
             &format!("{unsecured}.x"),
         ] {
-            assert_eq!(jwt_exp(not_jwt), None, "{not_jwt}");
+            assert_eq!(jwt::exp_secs(not_jwt), None, "{not_jwt}");
         }
 
         // At and past exp: the server would refuse it.

@@ -7,6 +7,8 @@ pub mod error;
 pub mod grant;
 pub mod http;
 pub mod jws;
+pub mod jwt;
+pub mod response;
 #[cfg(test)]
 mod test_http;
 #[allow(clippy::module_inception)]

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -105,18 +104,9 @@ fn expires_in_seconds(v: Option<&Value>) -> Result<Option<f64>, ResponseError> {
     }
 }
 
-/// The `exp` claim of a JWT, read without verifying the signature (we only need the time, the server vouches for the token).
+/// The JWT `exp` of an access token ([`super::jwt::exp`]) as a time, when it is one a clock can hold.
 pub fn jwt_exp(token: &str) -> Option<SystemTime> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.len() > 16 * 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
+    let exp = super::jwt::exp(token)??;
     (exp.is_finite() && exp > 0.0 && exp < 1e11)
         .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp))
 }
@@ -271,6 +261,7 @@ impl TokenRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn t0() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)

@@ -97,6 +97,85 @@ tokens:
 }
 
 #[test]
+fn one_token_refused_by_the_parser_does_not_hide_another_tokens_output_conflict() {
+    // Issue 19: an unknown auth_method in tokens[0] used to hide that tokens[1]'s output would overwrite its own
+    // credential file. `check`, `run` and `once` come through one loader and name both.
+    let sb = Sandbox::new();
+    sb.write("secrets/b", "s3cr+t\n");
+    let cfg = sb.write(
+        "c.yaml",
+        &format!(
+            "tokens:\n  - name: a\n    token_url: https://idp.invalid/token\n    auth_method: client_secret_bogus\n    client_id: x\n    client_secret_env: TV_TEST_UNSET_SECRET\n    outputs: [{{path: {d}/a}}]\n  - name: b\n    token_url: https://idp.invalid/token\n    client_id: x\n    client_secret_file: {d}/secrets/b\n    outputs: [{{path: {d}/secrets/b}}]\n",
+            d = sb.dir.path().display()
+        ),
+    );
+    let path = cfg.to_str().unwrap();
+    for cmd in ["check", "run", "once"] {
+        let (st, _, err) = run_to_end(
+            &[cmd, "--config", path],
+            sb.dir.path(),
+            &[],
+            Duration::from_secs(20),
+        );
+        assert_eq!(st.code(), Some(2), "{cmd}: {err}");
+        for needle in [
+            format!("{path}: tokens[0].auth_method:"),
+            format!(
+                "{path}: tokens[1].outputs[0].path: {}/secrets/b would be overwritten with a token: it is a file tokens[1] reads its credentials from",
+                sb.dir.path().display()
+            ),
+        ] {
+            assert!(err.contains(&needle), "{cmd}: missing {needle:?} in\n{err}");
+        }
+    }
+    assert_eq!(
+        sb.read("secrets/b").as_deref(),
+        Some("s3cr+t\n"),
+        "the credential file is untouched"
+    );
+}
+
+#[test]
+fn check_and_once_name_an_expired_client_assertion_file_as_they_name_an_expired_subject_token() {
+    use base64::Engine;
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let sb = Sandbox::new();
+    let expired = format!(
+        "{}.{}.sig",
+        enc(r#"{"alg":"RS256"}"#),
+        enc(r#"{"exp":1000}"#)
+    );
+    sb.write("sa/token", &format!("{expired}\n"));
+    let cfg = sb.write(
+        "c.yaml",
+        &format!(
+            "tokens:\n  - name: t\n    token_url: https://idp.invalid/token\n    client_id: app-1\n    auth_method: client_assertion_file\n    client_assertion_file: {d}/sa/token\n    outputs: [{{path: {d}/out/t}}]\n",
+            d = sb.dir.path().display()
+        ),
+    );
+    let path = cfg.to_str().unwrap();
+    let want = format!(
+        "{path}: tokens[0].client_assertion_file: the client assertion in {}/sa/token expired at 1000 (unix time) and was not rotated",
+        sb.dir.path().display()
+    );
+    for cmd in ["check", "once"] {
+        let (st, _, err) = run_to_end(
+            &[cmd, "--config", path],
+            sb.dir.path(),
+            &[],
+            Duration::from_secs(20),
+        );
+        assert_eq!(st.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains(&want), "{cmd}: missing {want:?} in\n{err}");
+        assert!(
+            !err.contains(&expired),
+            "{cmd}: the assertion itself is never shown"
+        );
+    }
+    assert!(!sb.path("out").exists(), "nothing was created");
+}
+
+#[test]
 fn a_bad_config_is_refused_at_start_with_exit_code_2() {
     let sb = Sandbox::new();
     let cfg = sb.write("c.yaml", "tokens:\n  - name: a\n    token_url: https://x/t\n    client_id: i\n    client_secret: s\n    outputs: [{path: /tmp/x, format: yaml}]\n");
@@ -138,6 +217,7 @@ fn help_and_version() {
         "once",
         "check",
         "demo",
+        "\n  schema ",
         "Exit codes: 0 ok; 1 runtime failure",
         "2 usage or config error",
     ] {

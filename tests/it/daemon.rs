@@ -209,17 +209,13 @@ fn outage_readiness_drops_at_refresh_time_and_returns_after_recovery() {
     );
 
     server.up();
-    let back = Instant::now();
+    // The token has expired and no refresh is scheduled: only the retry loop (max_backoff 1 s) can bring it back.
+    // The bound is slack for a loaded 2-core machine; the backoff's exact timing is tested on a paused clock
+    // (refresh::schedule, refresh::tests).
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "a new token after recovery",
         || p.ready(),
-    );
-    // max_backoff is 1 s; the rest is slack for a loaded machine (the schedule itself is unit-tested).
-    assert!(
-        back.elapsed() <= Duration::from_millis(2500),
-        "took {:?} (max_backoff is 1 s)",
-        back.elapsed()
     );
     assert_ne!(sb.read("out/token").unwrap(), before);
     // The files are written, then the state is published: wait for the failure count to reset.
@@ -352,7 +348,7 @@ fn a_warm_restart_is_ready_at_once_without_a_token_request() {
 }
 
 #[test]
-fn sigterm_exits_zero_within_two_seconds_and_keeps_or_removes_files() {
+fn sigterm_exits_zero_promptly_and_keeps_or_removes_files() {
     for (on_exit, kept) in [("keep", true), ("remove", false)] {
         let sb = Sandbox::new();
         let server = TokenServer::start(Behavior::issue(600));
@@ -366,13 +362,13 @@ fn sigterm_exits_zero_within_two_seconds_and_keeps_or_removes_files() {
         let mut p = Proc::run(&cfg);
         wait_until(Duration::from_secs(10), "first token", || p.ready());
         let token = sb.read("out/token").unwrap();
-        let t = Instant::now();
+        // The next refresh is minutes away: an exit within the bound comes from the signal, not from the schedule.
+        // The bound is slack for a loaded machine; the shutdown grace itself is 1.5 s.
         p.signal("TERM");
         let st = p
-            .wait_exit(Duration::from_secs(2))
-            .unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("no exit within 20 s\n{}", p.describe()));
         assert!(st.success(), "{}", p.describe());
-        assert!(t.elapsed() < Duration::from_secs(2));
         assert_eq!(sb.read("out/token").is_some(), kept, "on_exit: {on_exit}");
         if kept {
             assert_eq!(sb.read("out/token").unwrap(), token);
@@ -385,20 +381,26 @@ fn sigterm_exits_zero_within_two_seconds_and_keeps_or_removes_files() {
 fn sigterm_during_a_hanging_request_still_exits_promptly() {
     let sb = Sandbox::new();
     let server = TokenServer::start(Behavior::Hang);
-    let cfg = daemon_config(&sb, &server.url(), "client_secret: s", "", "");
+    // A request timeout far beyond the exit bound below: exiting in time means shutdown did not wait for the request.
+    let cfg = daemon_config(
+        &sb,
+        &server.url(),
+        "client_secret: s\n    http: {timeout: 300s}",
+        "",
+        "",
+    );
     let mut p = Proc::run(&cfg);
-    wait_until(Duration::from_secs(5), "the request to hang", || {
+    wait_until(Duration::from_secs(10), "the request to hang", || {
         !server.seen().is_empty()
     });
     // The admin server answers while a token request hangs.
     assert_eq!(p.get("/livez").0, 200);
     assert_eq!(p.get("/readyz").0, 503);
-    let t = Instant::now();
     p.signal("TERM");
     let st = p
-        .wait_exit(Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("no exit within 2 s\n{}", p.describe()));
-    assert!(st.success() && t.elapsed() < Duration::from_secs(2));
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no exit within 30 s\n{}", p.describe()));
+    assert!(st.success(), "{}", p.describe());
 }
 
 #[test]

@@ -346,7 +346,7 @@ fn state_dir_is_parsed_and_checked() {
         Path::new("c.yaml"),
     )
     .unwrap();
-    let problems = token_vendor::check::check_files(&c);
+    let problems = token_vendor::load::open_files(&c);
     assert!(
         problems
             .iter()

@@ -138,9 +138,10 @@ fn client_assertion_file_sends_the_file_as_it_is_at_each_request_and_an_expired_
     // A file problem, as `check` would report it: exit code 2, and the line says no request went out.
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(
-        err.contains("token-vendor: token t FAILED: no request was sent: ")
+        err.contains("tokens[0].client_assertion_file: the client assertion in ")
             && err.contains("sa/token")
-            && err.contains(&exp.to_string()),
+            && err.contains(&exp.to_string())
+            && err.contains("no request was sent"),
         "{err}"
     );
     assert_eq!(

@@ -397,7 +397,7 @@ fn every_error_case_gives_one_clear_line_and_no_file() {
         (
             Behavior::error(401, "invalid_client"),
             true,
-            "HTTP 401 Unauthorized: scripted invalid_client (invalid_client)",
+            "HTTP 401 Unauthorized: scripted invalid_client; likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic) (invalid_client)",
         ),
         (
             Behavior::error(400, "invalid_scope"),
@@ -507,6 +507,41 @@ fn every_error_case_gives_one_clear_line_and_no_file() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[test]
+fn a_failure_says_what_to_check_for_a_refused_client_a_wrong_url_and_an_unknown_host() {
+    // Issue 19 §3: the line names the likely causes, not only the status.
+    let not_found = Behavior::Respond {
+        status: 404,
+        content_type: "application/json".into(),
+        body: r#"{"message":"no route"}"#.into(),
+        headers: vec![],
+    };
+    for (behavior, want) in [
+        (
+            Behavior::error(401, "invalid_client"),
+            "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept",
+        ),
+        (
+            not_found,
+            "HTTP 404 Not Found: no route; check token_url (or base_url, or issuer): it must name the token endpoint itself",
+        ),
+    ] {
+        let sb = Sandbox::new();
+        let server = TokenServer::start(behavior.clone());
+        let cfg = simple_config(&sb, &server.url(), "");
+        let (st, _out, err) = run_once(&cfg, "20s");
+        assert_eq!(st.code(), Some(1), "{behavior:?}: {err}");
+        assert!(err.contains(want), "{behavior:?}: missing {want:?} in\n{err}");
+    }
+    // `.invalid` never resolves (RFC 6761 §6.4).
+    let sb = Sandbox::new();
+    let cfg = simple_config(&sb, "https://idp.invalid/token", "");
+    let (st, _out, err) = run_once(&cfg, "20s");
+    assert_eq!(st.code(), Some(1), "{err}");
+    let want = "unknown host: failed to lookup address information: Name or service not known; check the host name idp.invalid in token_url (or base_url, or issuer) and that the pod's DNS can resolve it (unknown_host)";
+    assert!(err.contains(want), "missing {want:?} in\n{err}");
 }
 
 /// Every path under `dir`, relative, sorted: what a run left behind (the test's own `proc-*` logs aside).
