@@ -38,7 +38,7 @@ running() {
   local pid
   pid="$(cat "$K8S/run/$1.pid" 2>/dev/null)" || return 1
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" == *"$K8S/bin/$1 "* ]]
+  [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" == *"$K8S/bin/$1 "* ]]
 }
 
 # start NAME BINARY ARGS...: starts .k8s/bin/BINARY in its own session, output to .k8s/log/NAME.log, unless

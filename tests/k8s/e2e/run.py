@@ -262,7 +262,13 @@ def main():
         say(f"e2e app's first read at {read_at}: the token the IdP issued at {e['issued_at'] / 1000:.1f}, valid until {e['expires_at'] / 1000:.1f}")
 
         kubectl("wait", "job/tv-token-vendor-example-job", "-n", NS, "--for=condition=Complete", "--timeout=120s")
-        jpod = kjson("get", "pods", "-n", NS, "-l", "job-name=tv-token-vendor-example-job")["items"][0]
+        def job_pod_done():
+            pods = kjson("get", "pods", "-n", NS, "-l", "job-name=tv-token-vendor-example-job")["items"]
+            ensure(len(pods) == 1, f"{len(pods)} pods of the Job")
+            done = all("terminated" in c["state"] for c in statuses(pods[0]).values())
+            return pods[0] if done else None
+
+        jpod = wait("the Job pod's containers all terminated", 60, job_pod_done)
         jst = statuses(jpod)
         ensure(jst["app"]["state"]["terminated"]["exitCode"] == 0, f"Job app: {jst['app']['state']}")
         tvst = jst["token-vendor"]["state"]
