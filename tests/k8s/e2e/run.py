@@ -311,19 +311,19 @@ def main():
         pod = kjson("get", "pod", ctx["app_pod"]["metadata"]["name"], "-n", NS)
         ip = pod["status"]["podIP"]
         before = statuses(pod)["token-vendor"]
-        secret = kjson("get", "secret", "app-token-vendor", "-n", NS)
+        secret = kjson("get", "secret", "app-token-vendor-credentials", "-n", NS)
         ensure("api.client_secret" in secret["data"], f"secret keys: {sorted(secret['data'])}")
         manifest = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "app-token-vendor", "namespace": NS, "labels": secret["metadata"].get("labels", {}),
+            "metadata": {"name": "app-token-vendor-credentials", "namespace": NS, "labels": secret["metadata"].get("labels", {}),
                          "annotations": {k: v for k, v in secret["metadata"].get("annotations", {}).items() if k.startswith("meta.helm.sh/")}},
             "type": secret.get("type", "Opaque"),
             "stringData": {"api.client_id": "e2e-client", "api.client_secret": secrets["v2"]},
         }
         t_apply = time.time() * 1000
         kubectl("apply", "-f", "-", input=json.dumps(manifest))
-        say("kubectl apply: Secret app-token-vendor with the new client secret")
+        say("kubectl apply: Secret app-token-vendor-credentials with the new client secret")
         e = wait("a token request from the app pod with the new secret", 120,
                  lambda: idp.events(status=200, remote=ip, secret_version="v2"), every=1)[0]
         say(f"the IdP got the new secret {(e['at'] - t_apply) / 1000:.1f} s after the apply")
