@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::notify::{Notifier, Retry};
 use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
 use crate::state::State;
-use crate::token::error::chain;
+use crate::token::error::{chain, ErrorKind};
 use crate::token::http::{HttpClientError, HttpClients, HttpConfig, Rotation};
 use crate::token::{RequestSpec, TokenClient};
 use crate::watch::{watched_dirs, DirWatch};
@@ -31,6 +31,10 @@ pub enum Control {
     Stop,
     Reload,
 }
+
+/// What [`Error::NotSent`] adds to its problems.
+pub const NOT_SENT: &str =
+    "no request was sent and nothing was written; `token-vendor check` reports the same problems";
 
 /// Why a command could not do its work. `main` prints it with its causes and picks the exit code from it.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +66,17 @@ pub enum Error {
     /// `once` could not vend these tokens.
     #[error("{} token(s) FAILED", .0.len())]
     TokensFailed(Vec<OnceFailure>),
+    /// `once` found what `check` finds (a credential file missing, an output directory not writable): it sent no
+    /// request and wrote nothing.
+    #[error("{0}\n{NOT_SENT}")]
+    NotSent(ConfigError),
     #[error("cannot start the demo endpoint")]
     DemoEndpoint(#[source] std::io::Error),
+    /// The demo's admin port is taken, most likely by a demo already running; checked before anything is written.
+    #[error("port {port} is in use (is another demo running?); pass --listen 127.0.0.1:0 or another port")]
+    DemoPortInUse { port: u16 },
+    #[error("another demo is running with --dir {}; stop it first, or pass another --dir", dir.display())]
+    DemoDirBusy { dir: PathBuf },
     #[error("cannot write {}", path.display())]
     DemoConfig {
         path: PathBuf,
@@ -73,16 +86,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// 0 ok, 1 runtime failure, 2 usage or config error (the codes of `--help`).
+    /// 0 ok, 1 runtime failure, 2 usage or config error (the codes of `--help`). A problem with the files and
+    /// variables the config names is a config error, as in `check`, also when `once` meets it only at request time.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Client { .. } | Error::Task(_) => 2,
+            Error::Config(_) | Error::Client { .. } | Error::Task(_) | Error::NotSent(_) => 2,
+            Error::TokensFailed(f) if f.iter().any(|f| f.unsent) => 2,
             Error::Start(_)
             | Error::Listen { .. }
             | Error::Signals(_)
             | Error::Runtime(_)
             | Error::TokensFailed(_)
             | Error::DemoEndpoint(_)
+            | Error::DemoPortInUse { .. }
+            | Error::DemoDirBusy { .. }
             | Error::DemoConfig { .. } => 1,
         }
     }
@@ -578,14 +595,27 @@ pub async fn run(
     config_path: PathBuf,
     config: Config,
     clock: Clock,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), Error> {
-    let listen = |source| Error::Listen {
+    let listener = bind(config.listen).await.map_err(|source| Error::Listen {
         addr: config.listen,
         source,
-    };
-    let listener = bind(config.listen).await.map_err(listen)?;
-    let addr = listener.local_addr().map_err(listen)?;
+    })?;
+    run_on(listener, config_path, config, clock, control).await
+}
+
+/// [`run`] with the admin listener already bound (`demo` binds it before it writes its config).
+pub async fn run_on(
+    listener: TcpListener,
+    config_path: PathBuf,
+    config: Config,
+    clock: Clock,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let poll = config.reload.poll_interval;
     let p = config_path.clone();
     let applied = tokio::task::spawn_blocking(move || Config::read(&p).ok())
@@ -649,6 +679,8 @@ pub struct OnceFailure {
     pub url: String,
     pub attempts: u32,
     pub error: String,
+    /// The last attempt sent no request: its credentials could not be read or sent (a file or config problem).
+    pub unsent: bool,
 }
 
 impl std::fmt::Display for OnceFailure {
@@ -659,50 +691,161 @@ impl std::fmt::Display for OnceFailure {
         } else {
             format!(" ({})", self.url)
         };
-        write!(
-            f,
-            "token {} FAILED after {} attempt(s): {}{at}",
-            self.token, self.attempts, self.error
-        )
+        let (token, n, error) = (&self.token, self.attempts, &self.error);
+        match (self.unsent, n) {
+            (true, 1) => write!(f, "token {token} FAILED: no request was sent: {error}{at}"),
+            (true, _) => write!(
+                f,
+                "token {token} FAILED after {n} attempt(s); the last sent no request: {error}{at}"
+            ),
+            (false, _) => write!(f, "token {token} FAILED after {n} attempt(s): {error}{at}"),
+        }
+    }
+}
+
+/// What `once` may create for a token before it has one to write (the directories on the way to its outputs and
+/// state, the warm-start key, a discovery document), noted before anything runs: a token that is not vended leaves
+/// none of it behind.
+#[derive(Debug, Default)]
+struct Footprint {
+    /// Directories that did not exist.
+    dirs: Vec<PathBuf>,
+    /// The key file in each directory the state could be kept in, where there was none.
+    keys: Vec<PathBuf>,
+    /// The discovery document's file, when there was none.
+    discovery: Option<PathBuf>,
+}
+
+fn absent(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_err()
+}
+
+impl Footprint {
+    /// Looks before the token's sink exists (making it creates the key and the directory that holds it).
+    fn before(cfg: &TokenConfig, state_dir: Option<&Path>) -> Footprint {
+        let mut f = Footprint::default();
+        let parents = cfg.outputs.iter().map(|o| match o.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        });
+        for dir in state_dir.into_iter().chain(parents) {
+            let key = dir.join(crate::refresh::sink::KEY_FILE);
+            if absent(&key) && !f.keys.contains(&key) {
+                f.keys.push(key);
+            }
+            for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+                if !absent(d) {
+                    break;
+                }
+                if !f.dirs.iter().any(|x| x == d) {
+                    f.dirs.push(d.to_path_buf());
+                }
+            }
+        }
+        f
+    }
+
+    /// Once the sink exists: where it would keep a discovery document, if there is none yet.
+    fn with_sink(mut self, sink: &Sink) -> Footprint {
+        self.discovery = sink
+            .state_file()
+            .map(crate::refresh::sink::discovery_file_for)
+            .filter(|d| absent(d));
+        self
+    }
+}
+
+/// Removes what `once` created for the tokens it did not vend: their discovery documents, the key files no vended
+/// token's state uses, then every directory it created that is still empty, deepest first.
+fn remove_footprints(failed: Vec<Footprint>, vended: &[Arc<Sink>]) {
+    let in_use: Vec<&Path> = vended
+        .iter()
+        .filter_map(|s| s.state_file().and_then(Path::parent))
+        .collect();
+    let mut dirs = Vec::new();
+    for f in failed {
+        let keys = f
+            .keys
+            .iter()
+            .filter(|k| !k.parent().is_some_and(|d| in_use.contains(&d)));
+        for file in f.discovery.iter().chain(keys) {
+            let _ = std::fs::remove_file(file);
+        }
+        dirs.extend(f.dirs);
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        // Only an empty directory goes: one a vended token (or anyone else) wrote into stays.
+        let _ = std::fs::remove_dir(&d);
     }
 }
 
 /// Vends every token once and writes its outputs; transient errors are retried until `timeout`, permanent ones fail at once.
-pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<(), Error> {
+///
+/// First it opens every file and variable the config names, as `check` does: a problem there ends the run with
+/// [`Error::NotSent`] before anything is requested or created. A token that is not vended leaves nothing behind
+/// that this run created for it ([`Footprint`]).
+pub async fn once(
+    config_path: &Path,
+    config: &Config,
+    timeout: Duration,
+    clock: Clock,
+) -> Result<(), Error> {
+    let c = config.clone();
+    let problems = tokio::task::spawn_blocking(move || crate::check::check_files(&c))
+        .await
+        .map_err(Error::Task)?;
+    if !problems.is_empty() {
+        return Err(Error::NotSent(ConfigError {
+            file: config_path.to_path_buf(),
+            problems,
+        }));
+    }
     let state = State::new(clock);
     let metrics = Arc::new(Metrics::new());
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut tasks = Vec::new();
     let clients = build_clients(config.tokens.clone()).await?;
+    let state_dir = config.state_dir.as_deref();
+    let footprints: Vec<Footprint> = config
+        .tokens
+        .iter()
+        .map(|t| Footprint::before(t, state_dir))
+        .collect();
+    let mut built = Vec::new();
     for t in &config.tokens {
-        let (refresher, _) = build_refresher(
-            t,
-            &clients,
-            config.refresh,
-            &state,
-            &metrics,
-            config.state_dir.as_deref(),
-        )?;
-        let mut refresher = refresher.one_shot().notifying(notifier(
-            t,
-            config.refresh,
-            Retry::Never,
-            &state,
-            &metrics,
-        )?);
+        let made = build_refresher(t, &clients, config.refresh, &state, &metrics, state_dir)
+            .and_then(|(refresher, sink)| {
+                let n = notifier(t, config.refresh, Retry::Never, &state, &metrics)?;
+                Ok((refresher.one_shot().notifying(n), sink))
+            });
+        match made {
+            Ok(m) => built.push(m),
+            Err(e) => {
+                remove_footprints(footprints, &[]);
+                return Err(e);
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut sinks = Vec::new();
+    for ((t, (mut refresher, sink)), footprint) in config.tokens.iter().zip(built).zip(footprints) {
+        sinks.push((footprint.with_sink(&sink), sink));
         let (name, url) = (t.name.clone(), t.token_url.to_string());
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;
             let mut last: Option<String> = None;
-            let fail = |attempts, error| {
+            let fail_as = |attempts, error, unsent| {
                 Some(OnceFailure {
                     token: name.clone(),
                     url: url.clone(),
                     attempts,
                     error,
+                    unsent,
                 })
             };
+            let fail = |attempts, error| fail_as(attempts, error, false);
             loop {
                 attempts += 1;
                 let step = async {
@@ -735,7 +878,9 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
                         let permanent = error.kind.is_permanent();
                         last = Some(error.to_string());
                         if permanent {
-                            return fail(attempts, error.to_string());
+                            // Credentials that cannot be read or sent fail before any request goes out.
+                            let unsent = error.kind == ErrorKind::Credentials;
+                            return fail_as(attempts, error.to_string(), unsent);
                         }
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         if left.is_zero() {
@@ -760,16 +905,59 @@ pub async fn once(config: &Config, timeout: Duration, clock: Clock) -> Result<()
         }));
     }
     let mut failures = Vec::new();
-    for t in tasks {
+    let mut joined = Ok(());
+    let (mut vended, mut left) = (Vec::new(), Vec::new());
+    for (t, (footprint, sink)) in tasks.into_iter().zip(sinks) {
         match t.await {
-            Ok(Some(f)) => failures.push(f),
-            Ok(None) => {}
-            Err(e) => return Err(Error::Task(e)),
+            Ok(None) => vended.push(sink),
+            Ok(Some(f)) => {
+                failures.push(f);
+                left.push(footprint);
+            }
+            Err(e) => {
+                joined = Err(Error::Task(e));
+                left.push(footprint);
+            }
         }
     }
+    remove_footprints(left, &vended);
+    joined?;
     if failures.is_empty() {
         Ok(())
     } else {
         Err(Error::TokensFailed(failures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(attempts: u32, unsent: bool) -> OnceFailure {
+        OnceFailure {
+            token: "svc".into(),
+            url: "https://idp.example/token".into(),
+            attempts,
+            error: "cannot read /s: No such file or directory (credentials)".into(),
+            unsent,
+        }
+    }
+
+    #[test]
+    fn a_failure_that_sent_no_request_says_so_and_is_a_config_error() {
+        assert_eq!(
+            failure(1, true).to_string(),
+            "token svc FAILED: no request was sent: cannot read /s: No such file or directory (credentials) (https://idp.example/token)"
+        );
+        assert_eq!(
+            failure(3, true).to_string(),
+            "token svc FAILED after 3 attempt(s); the last sent no request: cannot read /s: No such file or directory (credentials) (https://idp.example/token)"
+        );
+        assert!(failure(1, false)
+            .to_string()
+            .starts_with("token svc FAILED after 1 attempt(s): cannot read"));
+        let code = |f: Vec<OnceFailure>| Error::TokensFailed(f).exit_code();
+        assert_eq!(code(vec![failure(1, false)]), 1);
+        assert_eq!(code(vec![failure(1, false), failure(1, true)]), 2);
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `run`, `once`, `check`, `demo`.
+//! The command line: `run`, `once`, `check`, `demo`, `schema`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,4 +58,6 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Print the JSON Schema of a `tokens[]` entry of the config file (keys and types; `check` does the rest).
+    Schema,
 }

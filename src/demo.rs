@@ -1,4 +1,4 @@
-//! DEVELOPMENT AID ONLY: a tiny built-in RFC 6749 token endpoint on 127.0.0.1 for `token-vendor demo`; `run` and `once` never start it.
+//! DEVELOPMENT AID ONLY: a tiny built-in RFC 6749 token endpoint on 127.0.0.1 for `token-vendor demo` (`run` and `once` never start it), the config the demo runs, and the clearing of an earlier demo's saved token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpListener;
 
+use crate::config::Config;
+use crate::refresh::sink::{discovery_file_for, state_file_for};
 use crate::token::auth::basic_auth;
 
 pub const DEMO_CLIENT_ID: &str = "demo-client";
@@ -80,6 +82,51 @@ pub async fn start_endpoint(lifetime: Duration) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The file in `--dir` a running demo holds locked (`flock`), so a second demo cannot write into the same directory.
+pub const LOCK_FILE: &str = ".demo.lock";
+
+/// Locks `lock` (created if missing) for as long as the returned file is open; `None` when another process holds it.
+pub fn lock_dir(lock: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)?;
+    // SAFETY: flock on a descriptor this function owns; it neither reads nor writes memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// Removes the warm-start state an earlier demo left next to its outputs, saying so in one info line.
+///
+/// That state is bound (by its MAC) to the settings it was requested with, the token endpoint among them, and the
+/// demo's endpoint is on a new random port every run: warm start would refuse it with the warning meant for a file
+/// someone else planted. The endpoint that issued it is gone, so there is nothing to adopt. `run` never does this.
+pub fn discard_previous_state(config: &Config) {
+    if config.state_dir.is_some() {
+        return;
+    }
+    for t in &config.tokens {
+        let Some(first) = t.outputs.first() else {
+            continue;
+        };
+        let state = state_file_for(&first.path);
+        let discarded = [discovery_file_for(&state), state]
+            .iter()
+            .filter(|f| std::fs::remove_file(f).is_ok())
+            .count();
+        if discarded > 0 {
+            tracing::info!(token = %t.name, "demo: discarded the previous demo's saved token (its endpoint is gone); requesting a new one");
+        }
+    }
+}
+
 /// The config `demo` runs, written as a commented starting point: every line a real deployment must change says so.
 pub fn config_yaml(dir: &Path, endpoint: SocketAddr, listen: SocketAddr) -> String {
     // Absolute, so the file means the same whatever directory it is later run or copied from.
@@ -91,7 +138,7 @@ pub fn config_yaml(dir: &Path, endpoint: SocketAddr, listen: SocketAddr) -> Stri
     format!(
         r#"# Written by `token-vendor demo`. This is the config the demo runs, and a starting point for your own:
 # copy it and change every line marked CHANGE, then `token-vendor check --config FILE` before `run`.
-# Full reference: README.md, "Configuration".
+# Full reference: docs/configuration.md.
 
 # CHANGE: the admin server (/readyz /livez /metrics /status). In a pod: "[::]:8099". The demo uses {listen},
 # so a second copy run beside the demo needs another port.

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod refresh;
+pub mod schema;
 pub mod shutdown;
 pub mod state;
 pub mod token;

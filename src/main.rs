@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return check(config);
     }
+    if let Command::Schema = cli.command {
+        print!("{}", token_vendor::schema::token_schema_text());
+        return ExitCode::SUCCESS;
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
@@ -34,6 +38,10 @@ fn report(e: &Error) -> ExitCode {
             for f in failures {
                 eprintln!("token-vendor: {f}");
             }
+        }
+        Error::NotSent(problems) => {
+            eprintln!("token-vendor: {problems}");
+            eprintln!("token-vendor: {}", app::NOT_SENT);
         }
         e => {
             let line = chain(e);
@@ -56,12 +64,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Check { .. } => unreachable!("handled in main"),
+        Command::Check { .. } | Command::Schema => unreachable!("handled in main"),
         Command::Once { config, timeout } => {
             let rt = runtime()?;
             let cfg = Config::load(&config)?;
             logging::init(&cfg.log);
-            rt.block_on(app::once(&cfg, timeout, Clock::System))
+            rt.block_on(app::once(&config, &cfg, timeout, Clock::System))
         }
         Command::Run { config } => {
             let rt = runtime()?;
@@ -153,23 +161,66 @@ async fn run_demo(
     lifetime: std::time::Duration,
     once: bool,
 ) -> Result<(), Error> {
+    // A serving demo binds its admin port first: a second one stops here, before it writes anything.
+    let listener = if once {
+        None
+    } else {
+        Some(app::bind(listen).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                Error::DemoPortInUse {
+                    port: listen.port(),
+                }
+            } else {
+                Error::Listen {
+                    addr: listen,
+                    source,
+                }
+            }
+        })?)
+    };
+    let listen = match &listener {
+        Some(l) => l.local_addr().map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?,
+        None => listen,
+    };
+    // One demo per directory (`--once` too), held until it exits: another one would replace its config and tokens.
+    let lock = dir.join(demo::LOCK_FILE);
+    let _held = match std::fs::create_dir_all(dir).and_then(|()| demo::lock_dir(&lock)) {
+        Ok(Some(held)) => held,
+        Ok(None) => {
+            return Err(Error::DemoDirBusy {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(source) => return Err(Error::DemoConfig { path: lock, source }),
+    };
     let endpoint = demo::start_endpoint(lifetime)
         .await
         .map_err(Error::DemoEndpoint)?;
     tracing::warn!(url = %format!("http://{endpoint}/token"), "DEVELOPMENT ONLY: started the built-in demo token endpoint; `run` and `once` never use it");
     // The demo's config is a real file, so it can be read, edited and reloaded like any other.
     let path = dir.join("demo-config.yaml");
-    std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, demo::config_yaml(dir, endpoint, listen)))
-        .map_err(|source| Error::DemoConfig {
+    std::fs::write(&path, demo::config_yaml(dir, endpoint, listen)).map_err(|source| {
+        Error::DemoConfig {
             path: path.clone(),
             source,
-        })?;
+        }
+    })?;
     let cfg = Config::load(&path)?;
+    demo::discard_previous_state(&cfg);
     tracing::info!(dir = %dir.display(), files = "token, token.header, token.json, token.env", "demo: writing a fresh token every ~{}s; watch with: watch -n1 cat {}/token.json", lifetime.as_secs() * 3 / 4, dir.display());
-    if once {
-        return app::once(&cfg, std::time::Duration::from_secs(10), Clock::System).await;
-    }
+    let Some(listener) = listener else {
+        return app::once(
+            &path,
+            &cfg,
+            std::time::Duration::from_secs(10),
+            Clock::System,
+        )
+        .await;
+    };
     tracing::info!("demo: readiness at http://{listen}/readyz, status at http://{listen}/status; Ctrl-C to stop");
-    daemon(path, cfg).await
+    let control = controls()?;
+    app::run_on(listener, path, cfg, Clock::System, control).await
 }

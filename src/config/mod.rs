@@ -7,7 +7,7 @@
 pub mod auth;
 mod grant;
 pub mod notify;
-mod raw;
+pub(crate) mod raw;
 mod validate;
 pub use validate::salvage;
 

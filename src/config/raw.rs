@@ -5,13 +5,17 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Format;
 
 /// `auth_method` as written (the names are the YAML values, hence the shared prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(
+    description = "How the client authenticates: client_secret_basic (default), client_secret_basic_raw, client_secret_post, private_key_jwt, client_assertion_file, none (a public client), or auto (with issuer: chosen from the discovery document)."
+)]
 #[allow(clippy::enum_variant_names)]
 pub enum RawAuthMethod {
     ClientSecretBasic,
@@ -26,8 +30,9 @@ pub enum RawAuthMethod {
 }
 
 /// `grant` as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(description = "client_credentials (default) or token_exchange (RFC 8693).")]
 pub enum RawGrant {
     ClientCredentials,
     TokenExchange,
@@ -68,7 +73,7 @@ pub enum RawOnExit {
     Remove,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawToken {
     pub name: String,
@@ -101,39 +106,44 @@ pub struct RawToken {
     pub subject_token_type: Option<String>,
     pub requested_token_type: Option<String>,
     /// Read into [`RawNotify`] on its own, so that a bad key inside is not also reported as a missing hook.
+    #[schemars(
+        with = "Option<RawNotify>",
+        description = "Tell the app after each new token: http or signal, one of them."
+    )]
     pub notify: Option<serde_yaml_ng::Value>,
 }
 
 /// `notify`: how the app is told that its token changed (checked in `config::notify`).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(description = "Tell the app after each new token: http or signal, one of them.")]
 pub struct RawNotify {
     pub http: Option<RawNotifyHttp>,
     pub signal: Option<RawNotifySignal>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotifyHttp {
     pub url: String,
     pub timeout: Option<HumanDuration>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotifySignal {
     pub pid_file: PathBuf,
     pub signal: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub timeout: Option<HumanDuration>,
@@ -144,7 +154,7 @@ pub struct RawHttp {
     pub allow_insecure_http: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
     pub path: PathBuf,

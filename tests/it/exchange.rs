@@ -143,22 +143,28 @@ fn a_confidential_client_authenticates_with_basic_as_keycloak_standard_exchange_
 }
 
 #[test]
-fn an_expired_subject_token_is_a_permanent_error_once_exits_1_after_one_request() {
+fn an_expired_subject_token_stops_once_before_any_request_with_checks_exit_code_2() {
     let sb = Sandbox::new();
     let server = ExchangeServer::start(Rules::default());
     let subject = subject_jwt(SUBJECT_AUD, unix_now() - 30);
     sb.write("sa/token", &subject);
     let cfg = config(&sb, &server.url(), "    auth_method: none\n");
-    // A long timeout: a retry loop would have time to send again.
     let (st, out, err) = run_once(&cfg, "30s");
-    assert_eq!(st.code(), Some(1), "{out}\n{err}");
-    let seen = server.seen();
-    assert_eq!(seen.len(), 1, "a permanent error is not retried: {err}");
-    assert_eq!(seen[0].outcome, "invalid_grant");
+    assert_eq!(st.code(), Some(2), "{out}\n{err}");
+    assert!(
+        server.seen().is_empty(),
+        "the server would refuse it: {err}"
+    );
     assert!(
         err.lines()
-            .any(|l| l.contains("invalid_grant") && l.contains("subject_token expired")),
-        "a clear line naming the server's refusal:\n{err}"
+            .any(|l| l.contains("tokens[0].subject_token_file")
+                && l.contains("expired at")
+                && l.contains("the server will refuse it")),
+        "a clear line naming the file:\n{err}"
+    );
+    assert!(
+        err.contains("no request was sent and nothing was written"),
+        "{err}"
     );
     assert_no_leaks(&[("stderr", &err), ("stdout", &out)], &[subject]);
     assert!(sb.read("out/token.json").is_none());

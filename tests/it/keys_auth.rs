@@ -135,9 +135,12 @@ fn client_assertion_file_sends_the_file_as_it_is_at_each_request_and_an_expired_
     let exp = unix_now() - 10;
     sb.write("sa/token", &jwt_with_exp(exp));
     let (st, _, err) = run_once(&cfg, "20s");
-    assert_eq!(st.code(), Some(1), "{err}");
+    // A file problem, as `check` would report it: exit code 2, and the line says no request went out.
+    assert_eq!(st.code(), Some(2), "{err}");
     assert!(
-        err.contains("sa/token") && err.contains(&exp.to_string()),
+        err.contains("token-vendor: token t FAILED: no request was sent: ")
+            && err.contains("sa/token")
+            && err.contains(&exp.to_string()),
         "{err}"
     );
     assert_eq!(

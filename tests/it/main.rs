@@ -8,6 +8,7 @@ mod auth_blocks;
 mod check;
 mod consumers;
 mod daemon;
+mod demo;
 mod discovery;
 mod exchange;
 mod exchange_server;

@@ -508,3 +508,155 @@ fn every_error_case_gives_one_clear_line_and_no_file() {
         h.join().unwrap();
     }
 }
+
+/// Every path under `dir`, relative, sorted: what a run left behind (the test's own `proc-*` logs aside).
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if d == root && e.file_name().to_string_lossy().starts_with("proc-") {
+                continue;
+            }
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Issue 19 §3: a missing secret file is what `check` reports, with its exit code 2; no request, no file, no directory.
+#[test]
+fn once_with_a_missing_secret_file_sends_nothing_exits_2_like_check_and_creates_nothing() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(Behavior::issue(3600));
+    let d = sb.dir.path().display().to_string();
+    let cfg = sb.write(
+        "c.yaml",
+        &format!("tokens:\n  - name: svc\n    token_url: {}\n    client_id: the-client\n    client_secret_file: {d}/missing-secret\n    outputs:\n      - {{path: {d}/out/deep/token}}\n", server.url()),
+    );
+    let before = tree(sb.dir.path());
+    let (st, out, err) = run_once(&cfg, "30s");
+    eprintln!("once stderr:\n{err}");
+    let (check_st, _, check_err) = run_check(&cfg, sb.dir.path());
+    assert_eq!(check_st.code(), Some(2), "{check_err}");
+    assert_eq!(st.code(), check_st.code(), "{out}\n{err}");
+    let problem = format!(
+        "tokens[0].client_secret_file: cannot read {d}/missing-secret: cannot open {d}/missing-secret: No such file or directory"
+    );
+    assert!(
+        err.contains(&problem) && check_err.contains(&problem),
+        "{err}\n{check_err}"
+    );
+    assert!(
+        err.contains("token-vendor: no request was sent and nothing was written"),
+        "{err}"
+    );
+    assert!(!err.contains("FAILED after"), "{err}");
+    assert!(server.seen().is_empty());
+    assert_eq!(tree(sb.dir.path()), before, "{err}");
+}
+
+/// A token that is not vended leaves nothing this run created for it (directories, the warm-start key), while what a
+/// vended token wrote next to it, and whatever existed before, stays.
+#[test]
+fn a_failed_once_leaves_behind_nothing_it_created() {
+    let sb = Sandbox::new();
+    let good = TokenServer::start(Behavior::issue(3600));
+    let bad = TokenServer::start(Behavior::error(401, "invalid_client"));
+    let d = sb.dir.path().display().to_string();
+    sb.write("secret", "the-client-secret\n");
+    let token = |name: &str, url: &str, outputs: &[&str]| {
+        let outs: String = outputs
+            .iter()
+            .map(|o| format!("      - {{path: {d}/{o}}}\n"))
+            .collect();
+        format!("  - name: {name}\n    token_url: {url}\n    client_id: the-client\n    client_secret_file: {d}/secret\n    outputs:\n{outs}")
+    };
+    let key = ".token-vendor-key.tv-state";
+
+    // One token alone, refused by the server: its output directories and key are gone again.
+    let cfg = sb.write(
+        "alone.yaml",
+        &format!(
+            "tokens:\n{}",
+            token("bad", &bad.url(), &["a/b/token", "a/c/token"])
+        ),
+    );
+    let before = tree(sb.dir.path());
+    let (st, out, err) = run_once(&cfg, "30s");
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("token bad FAILED after 1 attempt(s)"), "{err}");
+    assert_eq!(bad.seen().len(), 1);
+    assert_eq!(tree(sb.dir.path()), before, "{err}");
+
+    // Beside a vended token: the shared directory and the key its state uses stay, the failed token's own go.
+    let cfg = sb.write(
+        "beside.yaml",
+        &format!(
+            "tokens:\n{}{}",
+            token("good", &good.url(), &["shared/good"]),
+            token("bad", &bad.url(), &["shared/bad", "bad-only/x/token"])
+        ),
+    );
+    let (st, out, err) = run_once(&cfg, "30s");
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    let left = tree(sb.dir.path());
+    for want in [
+        "shared/good",
+        &format!("shared/{key}"),
+        "shared/.good.tv-state",
+    ] {
+        assert!(left.contains(&want.to_string()), "{want} missing: {left:?}");
+    }
+    assert!(
+        !left
+            .iter()
+            .any(|p| p.starts_with("bad-only") || p == "shared/bad"),
+        "{left:?}"
+    );
+
+    // A later failure into the same place removes nothing that was there before it.
+    let cfg = sb.write(
+        "again.yaml",
+        &format!(
+            "tokens:\n{}",
+            token("good", &bad.url(), &["shared/good", "shared/new/token"])
+        ),
+    );
+    let before = tree(sb.dir.path());
+    let (st, out, err) = run_once(&cfg, "30s");
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert_eq!(tree(sb.dir.path()), before, "{err}");
+}
+
+/// With `state_dir` and discovery: the state directory, its key and the discovery document saved before the token
+/// request failed are removed too.
+#[test]
+fn a_failed_once_removes_its_state_dir_key_and_discovery_document() {
+    use crate::discovery::{doc, DocServer};
+    let sb = Sandbox::new();
+    let bad = TokenServer::start(Behavior::error(401, "invalid_client"));
+    let idp = DocServer::start("127.0.0.1:0".parse().unwrap());
+    let issuer = idp.base();
+    idp.route(
+        "/.well-known/openid-configuration",
+        200,
+        &doc(&issuer, &bad.url(), &["client_secret_basic"]),
+    );
+    let d = sb.dir.path().display().to_string();
+    let cfg = sb.write(
+        "c.yaml",
+        &format!("state_dir: {d}/state/tv\ntokens:\n  - name: t\n    issuer: {issuer}\n    client_id: the-client\n    client_secret: s\n    outputs:\n      - {{path: {d}/out/token}}\n"),
+    );
+    let before = tree(sb.dir.path());
+    let (st, out, err) = run_once(&cfg, "30s");
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("discovered the token endpoint"), "{err}");
+    assert_eq!(bad.seen().len(), 1, "{err}");
+    assert_eq!(tree(sb.dir.path()), before, "{err}");
+}

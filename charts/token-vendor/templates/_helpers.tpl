@@ -39,6 +39,9 @@ resolved from the argument (first list element). Prints nothing.
 {{- $subchart = $arg.subchart -}}
 {{- end -}}
 {{- $self := false -}}
+{{- if and (eq $root.Chart.Name "token-vendor") (hasKey $root.Values "token-vendor") -}}
+{{- fail "the values are nested under token-vendor:, as a parent chart nests the values of its token-vendor dependency; this chart is installed on its own: take them out of token-vendor: (one level up)" -}}
+{{- end -}}
 {{- if and (hasKey $arg "root") (hasKey $arg "values") -}}
 {{- $values = $arg.values -}}
 {{- else if hasKey $root.Values $subchart -}}
@@ -188,17 +191,17 @@ checked by values.schema.json.
 {{- end -}}
 
 {{/*
-token-vendor.method: a token's authMethod (default client_secret_basic); for auto, the method the
-configured credentials imply, as token-vendor check takes it: privateKey (or privateKeyKey, with
-existingSecret) -> private_key_jwt, clientAssertionFile -> client_assertion_file, else the client
+token-vendor.method: a token's auth_method (default client_secret_basic); for auto, the method the
+configured credentials imply, as token-vendor check takes it: private_key (or private_key_key, with
+existingSecret) -> private_key_jwt, client_assertion_file -> client_assertion_file, else the client
 secret (client_secret_basic). At run time the discovery document picks among what they allow.
 */}}
 {{- define "token-vendor.method" -}}
-{{- $m := default "client_secret_basic" .authMethod | toString -}}
+{{- $m := default "client_secret_basic" .auth_method | toString -}}
 {{- if eq $m "auto" -}}
-{{- if or (hasKey . "privateKey") (hasKey . "privateKeyKey") -}}
+{{- if or (hasKey . "private_key") (hasKey . "private_key_key") -}}
 {{- $m = "private_key_jwt" -}}
-{{- else if hasKey . "clientAssertionFile" -}}
+{{- else if hasKey . "client_assertion_file" -}}
 {{- $m = "client_assertion_file" -}}
 {{- else -}}
 {{- $m = "client_secret_basic" -}}
@@ -207,22 +210,65 @@ secret (client_secret_basic). At run time the discovery document picks among wha
 {{- $m -}}
 {{- end -}}
 
-{{/* token-vendor.loopbackHttp: "true" when the URL (the argument) is http:// to a loopback host, else nothing. */}}
-{{- define "token-vendor.loopbackHttp" -}}
-{{- if regexMatch "^(?i)http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" (toString .) -}}true{{- end -}}
-{{- end -}}
-
 {{/* token-vendor.signalled: "true" when a token of the values (the argument) has notify.signal, else nothing. */}}
 {{- define "token-vendor.signalled" -}}
 {{- range $t := .tokens -}}
-{{- if and $t.notify (hasKey $t.notify "signal") -}}true{{- end -}}
+{{- if and (kindIs "map" $t.notify) (hasKey $t.notify "signal") -}}true{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
-token-vendor.validate: fails on values that token-vendor check would refuse and that the
-schema cannot express (cross-field rules, duration bounds), and on missing or placeholder
-token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with `check`.
+token-vendor.oldKeys: (dict "at" PATH "map" M) fails on a camelCase key of M: token settings are the
+config file's snake_case keys (chart versions before 0.5.0 took camelCase); the message names the new key.
+*/}}
+{{- define "token-vendor.oldKeys" -}}
+{{- range $k, $_ := .map -}}
+{{- if regexMatch "[A-Z]" $k -}}
+{{- fail (printf "%s.%s: token settings use the config file's snake_case keys since chart version 0.5.0: write %s" $.at $k (snakecase $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.snakeKeys: (dict "at" PREFIX "map" M) fails on a snake_case key of M: the chart's own settings
+(everything but the entries of tokens) are camelCase.
+*/}}
+{{- define "token-vendor.snakeKeys" -}}
+{{- range $k, $_ := .map -}}
+{{- if contains "_" $k -}}
+{{- fail (printf "%s%s: the chart's own settings are camelCase: write %s%s (only the entries of tokens use the config file's snake_case keys)" $.at $k $.at (camelcase $k | untitle)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.checkMode: (dict "at" WHAT "mode" M) fails, in a sentence, on a file mode token-vendor
+check refuses: not a quoted octal string, readable by others, or not readable by its owner.
+*/}}
+{{- define "token-vendor.checkMode" -}}
+{{- $m := .mode -}}
+{{- if not (kindIs "string" $m) -}}
+{{- fail (printf "%s is the number %v: YAML reads an unquoted 0640 as a number; quote the mode: \"0640\"" .at $m) -}}
+{{- end -}}
+{{- if not (regexMatch "^(0o)?0?[0-7]{3}$" $m) -}}
+{{- fail (printf "%s %q is not a file mode: write three octal digits in quotes, such as \"0640\" or \"0600\"" .at $m) -}}
+{{- end -}}
+{{- $digits := regexFind "[0-7]{3}$" $m -}}
+{{- if ne (substr 2 3 $digits) "0" -}}
+{{- fail (printf "%s %q lets every other user read the token: use \"0640\" (the group is the pod's fsGroup, so the app reads it) or \"0600\"" .at $m) -}}
+{{- end -}}
+{{- if lt (substr 0 1 $digits | int) 4 -}}
+{{- fail (printf "%s %q: the sidecar, the files' owner, must be able to read them: use \"0640\" or \"0600\"" .at $m) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-vendor.validate: fails, with a sentence that says what to do, on what the chart manages
+(the config: section, credentials for its Secret, mounts, outputs under the token's directory,
+the pod's process namespace), on missing or placeholder token settings, and on keys in the wrong
+case (old camelCase token keys, snake_case chart keys). The token settings themselves pass through:
+values.schema.json holds their types (generated from the binary: tests/k8s/schema_agreement.py),
+and the sidecar's own check judges the rest at start.
 */}}
 {{- define "token-vendor.validate" -}}
 {{- $ctx := dict -}}
@@ -234,11 +280,24 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- else if not $ctx.root.Chart.IsRoot -}}
 {{- $in = printf " under %s: in the parent chart's values" $ctx.root.Chart.Name -}}
 {{- end -}}
+{{- include "token-vendor.snakeKeys" (dict "at" "" "map" $v) -}}
+{{- if kindIs "map" $v.config -}}
+{{- include "token-vendor.snakeKeys" (dict "at" "config." "map" $v.config) -}}
+{{- range $k := list "log" "refresh" "reload" -}}
+{{- if kindIs "map" (index $v.config $k) -}}
+{{- include "token-vendor.snakeKeys" (dict "at" (printf "config.%s." $k) "map" (index $v.config $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has (toString $v.sidecar.mode) (list "native" "classic")) -}}
+{{- fail (printf "sidecar.mode %q is not a mode: set native (Kubernetes 1.29+: the sidecar is an init container with restartPolicy: Always, and a Job completes) or classic (older clusters: a \"token-vendor once\" init container plus a regular container)" (toString $v.sidecar.mode)) -}}
+{{- end -}}
+{{- include "token-vendor.checkMode" (dict "at" "outputMode" "mode" $v.outputMode) -}}
 {{- if and (eq $v.sidecar.mode "native") (semverCompare "<1.29.0-0" $ctx.root.Capabilities.KubeVersion.Version) -}}
 {{- fail (printf "sidecar.mode=native needs Kubernetes 1.29+ (native sidecars); this cluster is %s: set sidecar.mode=classic" $ctx.root.Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- if not $v.tokens -}}
-{{- fail (printf "token-vendor: no tokens are configured. Set tokens%s: each with a name, the tokenUrl (or baseUrl, or issuer for discovery) of your identity provider, clientId and clientSecret (or existingSecret) and outputs; see the chart's README.md" $in) -}}
+{{- fail (printf "token-vendor: no tokens are configured. Set tokens%s: each with a name, the token_url (or base_url, or issuer for discovery) of your identity provider, client_id and client_secret (or existingSecret) and outputs; see the chart's README.md" $in) -}}
 {{- end -}}
 {{- $c := $v.config -}}
 {{- $w := $c.refresh.window -}}
@@ -262,105 +321,116 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- end -}}
 {{- end -}}
 {{- $seen := dict -}}
+{{- $sa := "/var/run/secrets/token-vendor/token" -}}
 {{- range $i, $t := $v.tokens -}}
-{{- $at := printf "tokens[%d] (%s)" $i $t.name -}}
+{{- $at := printf "tokens[%d] (%s)" $i (toString $t.name) -}}
+{{- include "token-vendor.oldKeys" (dict "at" (printf "tokens[%d]" $i) "map" $t) -}}
+{{- range $k := list "http" "notify" -}}
+{{- if kindIs "map" (index $t $k) -}}
+{{- include "token-vendor.oldKeys" (dict "at" (printf "tokens[%d].%s" $i $k) "map" (index $t $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- if kindIs "map" $t.notify -}}
+{{- range $k := list "http" "signal" -}}
+{{- if kindIs "map" (index $t.notify $k) -}}
+{{- include "token-vendor.oldKeys" (dict "at" (printf "tokens[%d].notify.%s" $i $k) "map" (index $t.notify $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $j, $o := $t.outputs -}}
+{{- include "token-vendor.oldKeys" (dict "at" (printf "tokens[%d].outputs[%d]" $i $j) "map" $o) -}}
+{{- if hasKey $o "file" -}}
+{{- fail (printf "tokens[%d].outputs[%d].file was renamed to path (the config file's key; chart version 0.5.0): write path: %v, relative to the token's directory" $i $j $o.file) -}}
+{{- end -}}
+{{- if not $o.path -}}
+{{- fail (printf "%s: outputs[%d] needs path: the file's name, relative to the token's directory (<tokenVolume.mountPath>/%s/)" $at $j (toString $t.name)) -}}
+{{- end -}}
+{{- if or (hasPrefix "/" (toString $o.path)) (regexMatch "(^|/)\\.\\.?(/|$)" (toString $o.path)) -}}
+{{- fail (printf "%s: outputs[%d].path %q must stay in the token's directory: write a relative name such as token or token.json, without .. (the chart puts it under %s/%s/)" $at $j (toString $o.path) (trimSuffix "/" $v.tokenVolume.mountPath) (toString $t.name)) -}}
+{{- end -}}
+{{- range $k := list "uid" "gid" -}}
+{{- if hasKey $o $k -}}
+{{- fail (printf "%s: outputs[%d].%s is set by the chart (the files' group is podSecurityContext.fsGroup; the owner is the sidecar): remove it" $at $j $k) -}}
+{{- end -}}
+{{- end -}}
+{{- with $o.mode -}}
+{{- include "token-vendor.checkMode" (dict "at" (printf "%s: outputs[%d].mode" $at $j) "mode" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" (toString $t.name)) -}}
+{{- fail (printf "tokens[%d].name %q: use lowercase letters, digits and '-' (at most 63, not at either end): the name is a directory and part of volume names" $i (toString $t.name)) -}}
+{{- end -}}
 {{- if hasKey $seen $t.name -}}
 {{- fail (printf "tokens[%d].name %q is used twice" $i $t.name) -}}
 {{- end -}}
 {{- $_ := set $seen $t.name true -}}
+{{- range $k := list "client_id_file" "client_secret_file" "client_id_env" "client_secret_env" "private_key_file" "certificate_file" -}}
+{{- if hasKey $t $k -}}
+{{- fail (printf "%s: %s is set by the chart, which mounts the credentials from a Secret: set %s in the values (the chart writes it into its Secret), or existingSecret with %s_key" $at $k (regexReplaceAll "_(file|env)$" $k "") (regexReplaceAll "_(file|env)$" $k "")) -}}
+{{- end -}}
+{{- end -}}
 {{- $endpoints := list -}}
-{{- range $k := list "tokenUrl" "baseUrl" "issuer" -}}
+{{- range $k := list "token_url" "base_url" "issuer" -}}
 {{- if not (empty (index $t $k)) -}}
 {{- $endpoints = append $endpoints $k -}}
 {{- end -}}
 {{- end -}}
 {{- if ne (len $endpoints) 1 -}}
-{{- fail (printf "%s: set exactly one of tokenUrl, baseUrl and issuer (OIDC discovery finds the token endpoint from the issuer)%s" $at (ternary "" (printf "; found %s" (join ", " $endpoints)) (empty $endpoints))) -}}
+{{- fail (printf "%s: set exactly one of token_url, base_url and issuer (OIDC discovery finds the token endpoint from the issuer)%s" $at (ternary "" (printf "; found %s" (join ", " $endpoints)) (empty $endpoints))) -}}
 {{- end -}}
 {{- $urlKey := first $endpoints -}}
 {{- $url := index $t $urlKey | toString -}}
-{{- $loopback := include "token-vendor.loopbackHttp" $url -}}
 {{- if regexMatch "^(?i)https?://idp\\.example\\.com([:/?#]|$)" $url -}}
 {{- fail (printf "%s: %s %q is the chart's placeholder: set the %s of your identity provider%s" $at $urlKey $url (ternary "issuer URL" "token endpoint" (eq $urlKey "issuer")) $in) -}}
 {{- end -}}
-{{- if eq $urlKey "issuer" -}}
-{{- /* The binary's Issuer::parse: https, or http to loopback (allowInsecureHttp does not apply), no query or fragment. */ -}}
-{{- if and (regexMatch "^(?i)http://" $url) (not $loopback) -}}
-{{- fail (printf "%s: issuer %q must be https (http only to a loopback address; http.allowInsecureHttp does not apply to discovery)" $at $url) -}}
-{{- end -}}
-{{- if regexMatch "[?#]" $url -}}
-{{- fail (printf "%s: issuer %q must not have a query or fragment: set exactly the issuer of the identity provider's discovery document" $at $url) -}}
-{{- end -}}
-{{- else -}}
-{{- $insecure := and $t.http (hasKey $t.http "allowInsecureHttp") $t.http.allowInsecureHttp -}}
-{{- if and (regexMatch "^(?i)http://" $url) (not $insecure) (not $loopback) -}}
-{{- fail (printf "%s: %s %q: http:// sends the client secret in clear text; use https://, or set http.allowInsecureHttp: true if you must" $at $urlKey $url) -}}
-{{- end -}}
-{{- end -}}
-{{- $auto := eq (toString $t.authMethod) "auto" -}}
-{{- if and $auto (not $t.issuer) -}}
-{{- fail (printf "%s: authMethod auto picks the method from the issuer's discovery document, so it needs issuer (instead of %s); without it, name the method (client_secret_basic, client_secret_post, private_key_jwt, client_assertion_file)" $at $urlKey) -}}
-{{- end -}}
 {{- /* $m: the method, or for auto the one its credentials imply (as the binary checks it). */ -}}
 {{- $m := include "token-vendor.method" $t -}}
+{{- $auto := eq (toString $t.auth_method) "auto" -}}
 {{- $shown := ternary (printf "auto (as %s, from the credentials set)" $m) $m $auto -}}
 {{- $secretMethod := has $m (list "client_secret_basic" "client_secret_basic_raw" "client_secret_post") -}}
-{{- $exchange := eq (default "client_credentials" $t.grant) "token_exchange" -}}
-{{- /* Keys that belong to another method or grant: the binary refuses them, so does the chart. */ -}}
+{{- $exchange := eq (toString (default "client_credentials" $t.grant)) "token_exchange" -}}
+{{- /* The credentials the chart puts into its Secret or mounts from existingSecret follow the method. */ -}}
 {{- if not $secretMethod -}}
-{{- range $k := list "clientSecret" "clientSecretKey" -}}
+{{- range $k := list "client_secret" "client_secret_key" -}}
 {{- if hasKey $t $k -}}
-{{- fail (printf "%s: %s is not used by authMethod %s (no client secret is sent): remove it" $at $k $shown) -}}
+{{- fail (printf "%s: %s is not used by auth_method %s (no client secret is sent): remove it" $at $k $shown) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if ne $m "private_key_jwt" -}}
-{{- range $k := list "privateKey" "privateKeyKey" "certificate" "certificateKey" "alg" "kid" "assertionAudience" "assertionLifetime" -}}
+{{- range $k := list "private_key" "private_key_key" "certificate" "certificate_key" -}}
 {{- if hasKey $t $k -}}
-{{- fail (printf "%s: %s belongs to authMethod: private_key_jwt, not %s: remove it or set %s" $at $k $shown (ternary "privateKey (or privateKeyKey)" "authMethod: private_key_jwt" $auto)) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-{{- if and (hasKey $t "clientAssertionFile") (ne $m "client_assertion_file") -}}
-{{- fail (printf "%s: clientAssertionFile belongs to authMethod: client_assertion_file, not %s" $at $shown) -}}
-{{- end -}}
-{{- if not $exchange -}}
-{{- range $k := list "subjectTokenFile" "subjectTokenType" "requestedTokenType" -}}
-{{- if hasKey $t $k -}}
-{{- fail (printf "%s: %s applies only to grant: token_exchange: remove it or set grant: token_exchange" $at $k) -}}
+{{- fail (printf "%s: %s belongs to auth_method: private_key_jwt, not %s: remove it or set auth_method: private_key_jwt" $at $k $shown) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if $v.existingSecret -}}
-{{- range $k := list "clientId" "clientSecret" "privateKey" "certificate" -}}
+{{- range $k := list "client_id" "client_secret" "private_key" "certificate" -}}
 {{- if hasKey $t $k -}}
 {{- fail (printf "%s: %s is not used with existingSecret %q: remove it (the chart reads the Secret's keys: %s)" $at $k $v.existingSecret (include "token-vendor.secretKeysText" $t)) -}}
 {{- end -}}
 {{- end -}}
 {{- else -}}
-{{- if and $secretMethod (or (not $t.clientId) (not $t.clientSecret)) -}}
-{{- fail (printf "%s: clientId and clientSecret are required unless existingSecret is set" $at) -}}
+{{- if and $secretMethod (or (not $t.client_id) (not $t.client_secret)) -}}
+{{- fail (printf "%s: client_id and client_secret are required unless existingSecret is set" $at) -}}
 {{- end -}}
-{{- if and (not $secretMethod) (ne $m "none") (not $t.clientId) -}}
-{{- fail (printf "%s: clientId is required with authMethod %s unless existingSecret is set (no clientSecret: the %s proves the client)" $at $shown (ternary "signed assertion" "client assertion" (eq $m "private_key_jwt"))) -}}
+{{- if and (not $secretMethod) (ne $m "none") (not $t.client_id) -}}
+{{- fail (printf "%s: client_id is required with auth_method %s unless existingSecret is set (no client_secret: the %s proves the client)" $at $shown (ternary "signed assertion" "client assertion" (eq $m "private_key_jwt"))) -}}
 {{- end -}}
-{{- if and (eq $m "private_key_jwt") (not $t.privateKey) -}}
-{{- fail (printf "%s: authMethod private_key_jwt needs privateKey (a PKCS#8 PEM; --set-file tokens[%d].privateKey=./key.pem), or existingSecret" $at $i) -}}
+{{- if and (eq $m "private_key_jwt") (not $t.private_key) -}}
+{{- fail (printf "%s: auth_method private_key_jwt needs private_key (a PKCS#8 PEM; --set-file tokens[%d].private_key=./key.pem), or existingSecret" $at $i) -}}
 {{- end -}}
-{{- range $k := list "clientId" "clientSecret" -}}
+{{- range $k := list "client_id" "client_secret" -}}
 {{- if and (hasKey $t $k) (eq (index $t $k | toString | upper) "CHANGE-ME") -}}
 {{- fail (printf "%s: %s is still the placeholder CHANGE-ME: set the real value (e.g. --set-file tokens[%d].%s=./file) or use existingSecret" $at $k $i $k) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq $m "client_secret_basic_raw") (contains ":" (toString $t.clientId)) -}}
-{{- fail (printf "%s: a client id with ':' cannot be sent with client_secret_basic_raw (the server would split it at the ':'); use client_secret_basic" $at) -}}
-{{- end -}}
-{{- with $t.privateKey -}}
+{{- with $t.private_key -}}
 {{- if regexMatch "-----BEGIN (RSA |EC |ENCRYPTED |OPENSSH )PRIVATE KEY-----" (toString .) -}}
-{{- fail (printf "%s: privateKey must be an unencrypted PKCS#8 PEM (-----BEGIN PRIVATE KEY-----); convert it with: openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.p8.pem" $at) -}}
+{{- fail (printf "%s: private_key must be an unencrypted PKCS#8 PEM (-----BEGIN PRIVATE KEY-----); convert it with: openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.p8.pem" $at) -}}
 {{- end -}}
 {{- if not (regexMatch "-----BEGIN PRIVATE KEY-----" (toString .)) -}}
-{{- fail (printf "%s: privateKey is not a PEM private key (-----BEGIN PRIVATE KEY-----): set it from the file with --set-file tokens[%d].privateKey=./key.pem" $at $i) -}}
+{{- fail (printf "%s: private_key is not a PEM private key (-----BEGIN PRIVATE KEY-----): set it from the file with --set-file tokens[%d].private_key=./key.pem" $at $i) -}}
 {{- end -}}
 {{- end -}}
 {{- with $t.certificate -}}
@@ -369,77 +439,12 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if eq $m "private_key_jwt" -}}
-{{- if and (hasKey $t "kid") (or (hasKey $t "certificate") (hasKey $t "certificateKey")) -}}
-{{- fail (printf "%s: set kid or a certificate (for x5t#S256), not both" $at) -}}
-{{- end -}}
-{{- if and (hasKey $t "kid") (not (regexMatch "\\S" (toString $t.kid))) -}}
-{{- fail (printf "%s: kid must not be empty" $at) -}}
-{{- end -}}
-{{- with $t.assertionLifetime -}}
-{{- $s := include "token-vendor.durationSeconds" . | float64 -}}
-{{- if or (lt $s 1.0) (gt $s 3600.0) -}}
-{{- fail (printf "%s: assertionLifetime %q must be between 1s and 1h (servers reject long-lived assertions)" $at .) -}}
-{{- end -}}
-{{- end -}}
-{{- if and (eq (toString $t.assertionAudience) "issuer") (not $t.issuer) -}}
-{{- fail (printf "%s: assertionAudience issuer sends the issuer of OIDC discovery as aud, so it needs issuer (instead of %s): set issuer, or use token_endpoint or the audience URL your server expects" $at $urlKey) -}}
-{{- end -}}
-{{- end -}}
-{{- if $exchange -}}
-{{- range $k := list "subject_token" "subject_token_type" "requested_token_type" -}}
-{{- if hasKey (default dict $t.params) $k -}}
-{{- fail (printf "%s: params.%s is set by token-vendor itself with grant: token_exchange; use %s instead of params" $at $k (ternary "subjectTokenFile" (camelcase $k | untitle) (eq $k "subject_token"))) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-{{- $sa := "/var/run/secrets/token-vendor/token" -}}
-{{- $needsSaToken := or (and (eq $m "client_assertion_file") (eq (default $sa $t.clientAssertionFile) $sa)) (and $exchange (eq (default $sa $t.subjectTokenFile) $sa)) -}}
+{{- $needsSaToken := or (and (eq $m "client_assertion_file") (eq (toString (default $sa $t.client_assertion_file)) $sa)) (and $exchange (eq (toString (default $sa $t.subject_token_file)) $sa)) -}}
 {{- if and $needsSaToken (not $v.serviceAccountToken.enabled) -}}
-{{- fail (printf "%s: %s reads the pod's projected service-account token at /var/run/secrets/token-vendor/token: set serviceAccountToken.enabled: true (and its audience), or %s to a file you mount" $at (ternary (printf "authMethod %s" $shown) "grant token_exchange" (eq $m "client_assertion_file")) (ternary "clientAssertionFile" "subjectTokenFile" (eq $m "client_assertion_file"))) -}}
+{{- fail (printf "%s: %s reads the pod's projected service-account token at %s: set serviceAccountToken.enabled: true (and its audience), or %s to a file you mount" $at (ternary (printf "auth_method %s" $shown) "grant token_exchange" (eq $m "client_assertion_file")) $sa (ternary "client_assertion_file" "subject_token_file" (eq $m "client_assertion_file"))) -}}
 {{- end -}}
-{{- with $t.defaultLifetime -}}
-{{- if lt (include "token-vendor.durationSeconds" . | float64) 2.0 -}}
-{{- fail (printf "%s: defaultLifetime %q must be at least 2s" $at .) -}}
-{{- end -}}
-{{- end -}}
-{{- with $t.http -}}
-{{- $h := . -}}
-{{- range $k := list "timeout" "connectTimeout" -}}
-{{- if and (hasKey $h $k) (eq (include "token-vendor.durationSeconds" (index $h $k) | float64) 0.0) -}}
-{{- fail (printf "%s: http.%s must be greater than zero" $at $k) -}}
-{{- end -}}
-{{- end -}}
-{{- if ne (empty $h.clientCertFile) (empty $h.clientKeyFile) -}}
-{{- fail (printf "%s: http.clientCertFile and http.clientKeyFile go together for mutual TLS: set both or neither" $at) -}}
-{{- end -}}
-{{- end -}}
-{{- with $t.notify -}}
-{{- $n := . -}}
-{{- if and (hasKey $n "http") (hasKey $n "signal") -}}
-{{- fail (printf "%s: notify: set http or signal, not both: a token notifies its app one way" $at) -}}
-{{- end -}}
-{{- with $n.http -}}
-{{- if not (include "token-vendor.loopbackHttp" .url) -}}
-{{- fail (printf "%s: notify.http.url %q must be http:// to a loopback address (127.0.0.1, [::1] or localhost): the hook tells the app in the same pod, never another host" $at (toString .url)) -}}
-{{- end -}}
-{{- if hasKey . "timeout" -}}
-{{- $s := include "token-vendor.durationSeconds" .timeout | float64 -}}
-{{- if or (eq $s 0.0) (gt $s 60.0) -}}
-{{- fail (printf "%s: notify.http.timeout %q must be greater than zero and at most 1m" $at (toString .timeout)) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-{{- if and (hasKey $n "signal") (not $v.shareProcessNamespace) -}}
+{{- if and (kindIs "map" $t.notify) (hasKey $t.notify "signal") (not $v.shareProcessNamespace) -}}
 {{- fail (printf "%s: notify.signal needs shareProcessNamespace: true: without a shared process namespace the sidecar cannot see the app's process (an app chart sets it on its own pod spec too)" $at) -}}
-{{- end -}}
-{{- end -}}
-{{- $files := dict -}}
-{{- range $j, $o := $t.outputs -}}
-{{- if hasKey $files $o.file -}}
-{{- fail (printf "%s: outputs[%d].file %q is already written by another output; every output needs its own file" $at $j $o.file) -}}
-{{- end -}}
-{{- $_ := set $files $o.file true -}}
 {{- end -}}
 {{- end -}}
 {{- $example := default (dict) $v.example -}}
@@ -453,23 +458,23 @@ token settings. tests/k8s/schema_agreement.py keeps schema + guards in step with
 
 {{/*
 token-vendor.credentialItems: (list values token) -> JSON {"items": [{key, path}]}: the files of a
-token's credentials Secret volume, by its authMethod. path is also the config key's stem
-(client_id -> client_id_file). A public client (authMethod none) without clientId/clientIdKey has none.
+token's credentials Secret volume, by its auth_method. path is also the config key's stem
+(client_id -> client_id_file). A public client (auth_method none) without client_id/client_id_key has none.
 */}}
 {{- define "token-vendor.credentialItems" -}}
 {{- $t := index . 1 -}}
 {{- $m := include "token-vendor.method" $t -}}
 {{- $items := list -}}
-{{- if or (ne $m "none") $t.clientId $t.clientIdKey -}}
-{{- $items = append $items (dict "key" (default (printf "%s.client_id" $t.name) $t.clientIdKey) "path" "client_id") -}}
+{{- if or (ne $m "none") $t.client_id $t.client_id_key -}}
+{{- $items = append $items (dict "key" (default (printf "%s.client_id" $t.name) $t.client_id_key) "path" "client_id") -}}
 {{- end -}}
 {{- if has $m (list "client_secret_basic" "client_secret_basic_raw" "client_secret_post") -}}
-{{- $items = append $items (dict "key" (default (printf "%s.client_secret" $t.name) $t.clientSecretKey) "path" "client_secret") -}}
+{{- $items = append $items (dict "key" (default (printf "%s.client_secret" $t.name) $t.client_secret_key) "path" "client_secret") -}}
 {{- end -}}
 {{- if eq $m "private_key_jwt" -}}
-{{- $items = append $items (dict "key" (default (printf "%s.private_key" $t.name) $t.privateKeyKey) "path" "private_key") -}}
-{{- if or $t.certificate $t.certificateKey -}}
-{{- $items = append $items (dict "key" (default (printf "%s.certificate" $t.name) $t.certificateKey) "path" "certificate") -}}
+{{- $items = append $items (dict "key" (default (printf "%s.private_key" $t.name) $t.private_key_key) "path" "private_key") -}}
+{{- if or $t.certificate $t.certificate_key -}}
+{{- $items = append $items (dict "key" (default (printf "%s.certificate" $t.name) $t.certificate_key) "path" "certificate") -}}
 {{- end -}}
 {{- end -}}
 {{- toJson (dict "items" $items) -}}
@@ -510,106 +515,39 @@ directory, which token-vendor refuses to trust; it creates `tv` inside, 0700 and
 state_dir: "/var/run/token-vendor/state/tv"
 tokens:
 {{- range $t := $v.tokens }}
+{{- /* The token's settings pass through as the config file has them, except what the chart manages: the
+credentials (in the Secret, mounted as files), the outputs (under the token's directory, the files' group)
+and a signal hook's pid file (under the notify volume). */}}
+{{- $out := omit $t "client_id" "client_secret" "client_id_key" "client_secret_key" "private_key" "private_key_key" "certificate" "certificate_key" "outputs" "notify" }}
+{{- range (include "token-vendor.credentialItems" (list $v $t) | fromJson).items }}
+{{- $_ := set $out (printf "%s_file" .path) (printf "%s/%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name .path) }}
+{{- end }}
+{{- $_ := set $out "auth_method" (default "client_secret_basic" $t.auth_method) }}
+{{- $m := include "token-vendor.method" $t }}
+{{- if eq $m "client_assertion_file" }}
+{{- $_ := set $out "client_assertion_file" (default "/var/run/secrets/token-vendor/token" $t.client_assertion_file) }}
+{{- end }}
+{{- if eq (toString $t.grant) "token_exchange" }}
+{{- $_ := set $out "subject_token_file" (default "/var/run/secrets/token-vendor/token" $t.subject_token_file) }}
+{{- end }}
+{{- $outputs := list }}
+{{- range $o := $t.outputs }}
+{{- $file := dict "path" (printf "%s/%s/%s" (trimSuffix "/" $v.tokenVolume.mountPath) $t.name $o.path) "format" (default "raw" $o.format) "mode" (default $v.outputMode $o.mode | toString) }}
+{{- with include "token-vendor.filesGroup" $v.podSecurityContext }}
+{{- $_ := set $file "gid" (. | int64) }}
+{{- end }}
+{{- $outputs = append $outputs $file }}
+{{- end }}
+{{- $_ := set $out "outputs" $outputs }}
+{{- with $t.notify }}
+{{- $notify := deepCopy . }}
+{{- if kindIs "map" .signal }}
+{{- $_ := set $notify "signal" (merge (dict "pid_file" (printf "%s/%s" (trimSuffix "/" $v.notifyVolume.mountPath) .signal.pid_file) "signal" (default "SIGHUP" .signal.signal)) .signal) }}
+{{- end }}
+{{- $_ := set $out "notify" $notify }}
+{{- end }}
   - name: {{ $t.name | toJson }}
-    {{- if $t.issuer }}
-    issuer: {{ $t.issuer | toJson }}
-    {{- else if $t.tokenUrl }}
-    token_url: {{ $t.tokenUrl | toJson }}
-    {{- else }}
-    base_url: {{ $t.baseUrl | toJson }}
-    {{- end }}
-    {{- range (include "token-vendor.credentialItems" (list $v $t) | fromJson).items }}
-    {{ .path }}_file: {{ printf "%s/%s/%s" (trimSuffix "/" $v.credentialsPath) $t.name .path | toJson }}
-    {{- end }}
-    auth_method: {{ default "client_secret_basic" $t.authMethod | toJson }}
-    {{- $m := include "token-vendor.method" $t }}
-    {{- if eq $m "private_key_jwt" }}
-    {{- with $t.alg }}
-    alg: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.kid }}
-    kid: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.assertionAudience }}
-    assertion_audience: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.assertionLifetime }}
-    assertion_lifetime: {{ . | toJson }}
-    {{- end }}
-    {{- end }}
-    {{- if eq $m "client_assertion_file" }}
-    client_assertion_file: {{ default "/var/run/secrets/token-vendor/token" $t.clientAssertionFile | toJson }}
-    {{- end }}
-    {{- if eq (toString $t.grant) "token_exchange" }}
-    grant: "token_exchange"
-    subject_token_file: {{ default "/var/run/secrets/token-vendor/token" $t.subjectTokenFile | toJson }}
-    {{- with $t.subjectTokenType }}
-    subject_token_type: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.requestedTokenType }}
-    requested_token_type: {{ . | toJson }}
-    {{- end }}
-    {{- end }}
-    {{- with $t.scope }}
-    scope: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.audience }}
-    audience: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.resource }}
-    resource: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.params }}
-    params: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.defaultLifetime }}
-    default_lifetime: {{ . | toJson }}
-    {{- end }}
-    {{- with $t.http }}
-    http:
-      {{- with .timeout }}
-      timeout: {{ . | toJson }}
-      {{- end }}
-      {{- with .connectTimeout }}
-      connect_timeout: {{ . | toJson }}
-      {{- end }}
-      {{- with .caFile }}
-      ca_file: {{ . | toJson }}
-      {{- end }}
-      {{- with .clientCertFile }}
-      client_cert_file: {{ . | toJson }}
-      {{- end }}
-      {{- with .clientKeyFile }}
-      client_key_file: {{ . | toJson }}
-      {{- end }}
-      {{- if hasKey . "allowInsecureHttp" }}
-      allow_insecure_http: {{ .allowInsecureHttp | toJson }}
-      {{- end }}
-    {{- end }}
-    outputs:
-    {{- range $o := $t.outputs }}
-      - path: {{ printf "%s/%s/%s" (trimSuffix "/" $v.tokenVolume.mountPath) $t.name $o.file | toJson }}
-        format: {{ default "raw" $o.format | toJson }}
-        mode: {{ default $v.outputMode $o.mode | toString | toJson }}
-        {{- with include "token-vendor.filesGroup" $v.podSecurityContext }}
-        gid: {{ . }}
-        {{- end }}
-    {{- end }}
-    {{- with $t.notify }}
-    notify:
-      {{- with .http }}
-      http:
-        url: {{ .url | toJson }}
-        {{- with .timeout }}
-        timeout: {{ . | toJson }}
-        {{- end }}
-      {{- end }}
-      {{- with .signal }}
-      signal:
-        pid_file: {{ printf "%s/%s" (trimSuffix "/" $v.notifyVolume.mountPath) .pidFile | toJson }}
-        signal: {{ default "SIGHUP" .signal | toJson }}
-      {{- end }}
-    {{- end }}
+    {{- toYaml (omit $out "name") | nindent 4 }}
 {{- end }}
 {{- end -}}
 
