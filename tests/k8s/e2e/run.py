@@ -192,11 +192,11 @@ def main():
                 "tokens": [
                     {
                         "name": "benchling",
-                        "tokenUrl": idp.url,
-                        "clientId": "e2e-client",
-                        "clientSecret": secrets["v1"],
-                        "http": {"allowInsecureHttp": True},
-                        "outputs": [{"file": "token", "format": "raw"}, {"file": "token.json", "format": "json"}],
+                        "token_url": idp.url,
+                        "client_id": "e2e-client",
+                        "client_secret": secrets["v1"],
+                        "http": {"allow_insecure_http": True},
+                        "outputs": [{"path": "token", "format": "raw"}, {"path": "token.json", "format": "json"}],
                     }
                 ],
             },
@@ -236,11 +236,11 @@ def main():
             "tokens": [
                 {
                     "name": "api",
-                    "tokenUrl": idp.url,
-                    "clientId": "e2e-client",
-                    "clientSecret": secrets["v1"],
-                    "http": {"allowInsecureHttp": True},
-                    "outputs": [{"file": "token", "format": "raw"}],
+                    "token_url": idp.url,
+                    "client_id": "e2e-client",
+                    "client_secret": secrets["v1"],
+                    "http": {"allow_insecure_http": True},
+                    "outputs": [{"path": "token", "format": "raw"}],
                 }
             ],
         }
@@ -345,10 +345,10 @@ def main():
                 "example": {"enabled": True, "image": BUSYBOX},
                 "serviceAccountToken": {"enabled": True, "audience": AUDIENCE, "expirationSeconds": 600},
                 "tokens": [
-                    {"name": "federated", "tokenUrl": idp.url, "clientId": "e2e-federated", "authMethod": "client_assertion_file",
-                     "http": {"allowInsecureHttp": True}, "outputs": [{"file": "token", "format": "raw"}]},
-                    {"name": "exchanged", "tokenUrl": idp.url, "authMethod": "none", "grant": "token_exchange",
-                     "http": {"allowInsecureHttp": True}, "outputs": [{"file": "token", "format": "raw"}]},
+                    {"name": "federated", "token_url": idp.url, "client_id": "e2e-federated", "auth_method": "client_assertion_file",
+                     "http": {"allow_insecure_http": True}, "outputs": [{"path": "token", "format": "raw"}]},
+                    {"name": "exchanged", "token_url": idp.url, "auth_method": "none", "grant": "token_exchange",
+                     "http": {"allow_insecure_http": True}, "outputs": [{"path": "token", "format": "raw"}]},
                 ],
             },
             tmp,
