@@ -9,20 +9,14 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use token_vendor::fuzz_api::StateStore;
-use token_vendor_fuzz::{assert_bounded, measure, t0};
+use token_vendor_fuzz::{assert_bounded, fresh_state_store, measure, t0};
 
 /// `refresh::sink::MAX_CLOCK_SKEW`.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 fn store() -> &'static StateStore {
     static S: OnceLock<StateStore> = OnceLock::new();
-    S.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("tv-fuzz-discovery-record-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        StateStore::new(&dir).expect("warm start works in a fresh private directory")
-    })
+    S.get_or_init(|| fresh_state_store("discovery-record"))
 }
 
 fuzz_target!(|data: &[u8]| {

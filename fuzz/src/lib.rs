@@ -145,3 +145,13 @@ pub fn promised(forms: &[String], run: usize) -> (Vec<String>, Vec<String>) {
     let runs = all.iter().flat_map(|f| char_runs(f, run)).collect();
     (all, runs)
 }
+
+/// A `StateStore` in a fresh private temporary directory named for the target and this process; a target makes
+/// it once (in a `OnceLock`) and reuses it for every input.
+pub fn fresh_state_store(target: &str) -> token_vendor::fuzz_api::StateStore {
+    let dir = std::env::temp_dir().join(format!("tv-fuzz-{target}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    token_vendor::fuzz_api::StateStore::new(&dir)
+        .expect("warm start works in a fresh private directory")
+}
