@@ -211,7 +211,8 @@ impl<D: Deliver> Worker<D> {
             let result = match ended {
                 Ended::Superseded => {
                     // The attempt in flight is dropped (its connection closed): the newer token is what counts. An
-                    // app that never answers is worth its warning too, though no attempt of it ever ends.
+                    // app that never answers is worth its warning too, though no attempt of it ever ends; one that
+                    // already failed in a way warned about was merely caught mid-retry (`show` keeps that warning).
                     let miss = Miss {
                         class: "unanswered",
                         detail: format!(
@@ -282,9 +283,12 @@ impl<D: Deliver> Worker<D> {
         again
     }
 
-    /// Shows a result in `/status` and logs it: a problem once per class, the first success after it once.
-    fn show(&mut self, result: NotifyResult, miss: Option<Miss>, again: bool) {
+    /// Shows a result in `/status` and logs it: a problem once per class, the first success after it once. An attempt
+    /// cut short by a newer token after a problem was warned about keeps that problem (the attempt was one more retry,
+    /// caught in flight, not news). True when it logged a warning.
+    fn show(&mut self, result: NotifyResult, miss: Option<Miss>, again: bool) -> bool {
         let now = self.state.clock().wall();
+        let cut_short = result == NotifyResult::superseded && self.warned.is_some();
         let problem = miss.as_ref().map(|m| m.detail.clone());
         self.state.update(&self.hook.token, |s| {
             if let Some(n) = &mut s.notify {
@@ -293,7 +297,9 @@ impl<D: Deliver> Worker<D> {
                 if result == NotifyResult::success {
                     n.last_success = Some(now);
                 }
-                n.problem = problem;
+                if !cut_short {
+                    n.problem = problem;
+                }
             }
         });
         let Some(m) = miss else {
@@ -302,11 +308,11 @@ impl<D: Deliver> Worker<D> {
             } else {
                 tracing::debug!(token = %self.hook.token, kind = self.hook.kind, "the app was told that its token changed");
             }
-            return;
+            return false;
         };
-        if self.warned == Some(m.class) {
+        if cut_short || self.warned == Some(m.class) {
             tracing::debug!(token = %self.hook.token, kind = self.hook.kind, problem = %m.detail, "could not tell the app again");
-            return;
+            return false;
         }
         self.warned = Some(m.class);
         let then = match (result, again && self.hook.retry == Retry::UntilSuperseded) {
@@ -320,6 +326,7 @@ impl<D: Deliver> Worker<D> {
             (_, false) => "not retried",
         };
         tracing::warn!(token = %self.hook.token, kind = self.hook.kind, problem = %m.detail, "could not tell the app that its token changed: {then}; said once until this changes");
+        true
     }
 }
 

@@ -87,7 +87,18 @@ fn policy() -> RefreshPolicy {
     }
 }
 
-fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
+/// A scripted hook, the state and metrics it reports to, and the receiving ends of its script.
+fn parts(
+    steps: &[Step],
+    then: Step,
+    retry: Retry,
+) -> (
+    Hook<Script>,
+    Arc<State>,
+    Arc<Metrics>,
+    mpsc::UnboundedReceiver<(Instant, Notice)>,
+    Arc<AtomicUsize>,
+) {
     let state = State::new(Clock::virtual_at(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     ));
@@ -113,6 +124,11 @@ fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
         policy: policy(),
         retry,
     };
+    (hook, state, metrics, seen, dropped)
+}
+
+fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
+    let (hook, state, metrics, seen, dropped) = parts(steps, then, retry);
     let notifier = Notifier::start(hook, state.clone(), metrics.clone(), Some(7));
     Rig {
         notifier,
@@ -549,4 +565,44 @@ fn the_http_body_holds_the_name_and_refresh_time_only() {
         v,
         serde_json::json!({"token": "orders", "refresh_time": "2023-11-14T22:13:20.250Z"})
     );
+}
+
+/// What an app that refuses connections looks like when a newer token lands while a retry is in flight: the first
+/// refusal is warned about once, and neither the attempt cut short nor the refusals after it warn again or replace
+/// the problem `/status` shows.
+#[test]
+fn an_attempt_cut_short_after_a_warned_problem_is_not_news() {
+    let (hook, state, metrics, _seen, _dropped) = parts(&[], Step::Fail, Retry::UntilSuperseded);
+    let mut w = Worker {
+        hook,
+        state: state.clone(),
+        metrics,
+        rng: StdRng::seed_from_u64(7),
+        warned: None,
+        taken: 0,
+    };
+    let refused = || Miss {
+        class: "connect",
+        detail: "POST http://127.0.0.1/: cannot connect".into(),
+    };
+    let cut_short = || Miss {
+        class: "unanswered",
+        detail: "http://127.0.0.1/: no answer before a newer token came".into(),
+    };
+    let problem = |state: &State| {
+        state
+            .snapshot()
+            .remove(T)
+            .and_then(|s| s.notify)
+            .and_then(|n| n.problem)
+    };
+    assert!(w.show(NotifyResult::error, Some(refused()), true));
+    assert!(!w.show(NotifyResult::superseded, Some(cut_short()), false));
+    assert_eq!(problem(&state), Some(refused().detail));
+    assert!(!w.show(NotifyResult::error, Some(refused()), true));
+    // An app never heard from is worth the warning when its first attempt is cut short; a hung one stays quiet after.
+    w.warned = None;
+    assert!(w.show(NotifyResult::superseded, Some(cut_short()), false));
+    assert!(!w.show(NotifyResult::superseded, Some(cut_short()), false));
+    assert_eq!(problem(&state), Some(cut_short().detail));
 }
