@@ -16,12 +16,7 @@ fn check_accepts_a_good_config_without_contacting_anything() {
             d = sb.dir.path().display()
         ),
     );
-    let (st, out, err) = run_to_end(
-        &["check", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, out, err) = run_check(&cfg, sb.dir.path());
     assert!(st.success(), "{out}\n{err}");
     assert!(out.contains(": ok"), "{out}");
     assert!(
@@ -56,12 +51,7 @@ tokens:
         ),
     );
     let path = cfg.to_str().unwrap();
-    let (st, _out, err) = run_to_end(
-        &["check", "--config", path],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, _out, err) = run_check(&cfg, sb.dir.path());
     assert_eq!(st.code(), Some(2), "{err}");
     // Structural problems of token b stop it; token a is checked against the filesystem only once the config parses.
     assert!(
@@ -78,12 +68,7 @@ tokens:
         ),
     );
     let p2 = cfg2.to_str().unwrap();
-    let (st, _out, err) = run_to_end(
-        &["check", "--config", p2],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, _out, err) = run_check(&cfg2, sb.dir.path());
     assert_eq!(st.code(), Some(2), "{err}");
     for needle in [
         format!("{p2}: tokens[0].client_secret_file: cannot read {}/missing-secret", sb.dir.path().display()),

@@ -13,7 +13,7 @@ use crate::exchange_server::{
     subject_jwt, ExchangeServer, Rules, GRANT_TOKEN_EXCHANGE, TYPE_ACCESS_TOKEN, TYPE_JWT,
 };
 use crate::helpers::{
-    assert_no_leaks, k8s_secret_update, run_once, run_to_end, wait_until, Proc, Sandbox,
+    assert_no_leaks, k8s_secret_update, run_check, run_once, wait_until, Proc, Sandbox,
 };
 
 const GCP_PROVIDER: &str =
@@ -375,12 +375,7 @@ fn check_opens_the_subject_token_file_names_its_path_and_contacts_nothing() {
         .collect();
     let cfg = sb.write("check.yaml", &format!("tokens:\n{body}"));
     let path = cfg.to_str().unwrap();
-    let (st, out, err) = run_to_end(
-        &["check", "--config", path],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, out, err) = run_check(&cfg, sb.dir.path());
     assert_eq!(st.code(), Some(2), "{out}\n{err}");
     for (i, (file, why)) in [
         ("missing", "No such file"),
@@ -413,12 +408,7 @@ fn check_opens_the_subject_token_file_names_its_path_and_contacts_nothing() {
 
     // A config whose subject token is fine passes.
     let cfg = sb.write("ok.yaml", &format!("tokens:\n{}", token("t", "good")));
-    let (st, out, err) = run_to_end(
-        &["check", "--config", cfg.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(30),
-    );
+    let (st, out, err) = run_check(&cfg, sb.dir.path());
     assert!(st.success(), "{out}\n{err}");
     assert!(out.contains(": ok"), "{out}");
     assert_no_leaks(&[("stderr", &err), ("stdout", &out)], &[good]);

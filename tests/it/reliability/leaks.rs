@@ -122,12 +122,7 @@ fn reliability_10_no_secret_or_token_leaks_anywhere() {
         http_get(addr, "/readyz").is_some_and(|r| r.0 == 200)
     });
     snap(&mut texts, "recovered");
-    let (st, out, err) = run_to_end(
-        &["check", "--config", path.to_str().unwrap()],
-        sb.dir.path(),
-        &[],
-        Duration::from_secs(10),
-    );
+    let (st, out, err) = run_check(&path, sb.dir.path());
     assert!(st.success(), "{err}");
     assert!(
         err.contains("inline"),
