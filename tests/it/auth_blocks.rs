@@ -42,6 +42,45 @@ process.stdout.write(JSON.stringify({
     )
 }
 
+/// The private keys of the private_key_jwt clients every alg test registers, and `stranger`, which no client has.
+pub struct AlgKeys {
+    pub rsa: String,
+    pub p256: String,
+    pub p384: String,
+    pub stranger: String,
+    /// oidc-provider's clients: rs256 and ps256 (one RSA key), es256 (kid k1), es384.
+    pub clients: Vec<Value>,
+}
+
+impl AlgKeys {
+    pub fn new() -> AlgKeys {
+        let (rsa, rsa_pub) = keypair("rsa", "2048");
+        let (p256, p256_pub) = keypair("ec", "P-256");
+        let (p384, p384_pub) = keypair("ec", "P-384");
+        let (stranger, _) = keypair("ec", "P-256");
+        let clients = vec![
+            json!({"client_id": "rs256", "auth": "private_key_jwt", "signing_alg": "RS256", "public_key_pem": rsa_pub}),
+            json!({"client_id": "ps256", "auth": "private_key_jwt", "signing_alg": "PS256", "public_key_pem": rsa_pub}),
+            json!({"client_id": "es256", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub, "kid": "k1"}),
+            json!({"client_id": "es384", "auth": "private_key_jwt", "signing_alg": "ES384", "public_key_pem": p384_pub}),
+        ];
+        AlgKeys {
+            rsa,
+            p256,
+            p384,
+            stranger,
+            clients,
+        }
+    }
+
+    /// The four alg clients plus `extra`, in oidc-provider's config (300 s tokens, any port).
+    pub fn provider_config(&self, extra: Value) -> Value {
+        let mut clients = self.clients.clone();
+        clients.push(extra);
+        json!({"port": 0, "ttl": 300, "clients": clients})
+    }
+}
+
 fn signer(private_pem: &str, alg: Alg) -> AssertionSigner {
     let key = SigningKey::from_pem(private_pem.as_bytes()).unwrap();
     AssertionSigner::new(key, Some(alg), KeyId::None).unwrap()
@@ -70,19 +109,19 @@ async fn post_assertion(token_url: &str, client_id: &str, assertion: &str) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_keys_and_replays() {
     let sb = Sandbox::new();
-    let (rsa, rsa_pub) = keypair("rsa", "2048");
-    let (p256, p256_pub) = keypair("ec", "P-256");
-    let (p384, p384_pub) = keypair("ec", "P-384");
-    let (stranger, _) = keypair("ec", "P-256");
+    let keys = AlgKeys::new();
+    let AlgKeys {
+        rsa,
+        p256,
+        p384,
+        stranger,
+        ..
+    } = &keys;
     let idp = OidcServer::start(
         sb.dir.path(),
-        json!({"port": 0, "ttl": 300, "clients": [
-            {"client_id": "rs256", "auth": "private_key_jwt", "signing_alg": "RS256", "public_key_pem": rsa_pub},
-            {"client_id": "ps256", "auth": "private_key_jwt", "signing_alg": "PS256", "public_key_pem": rsa_pub},
-            {"client_id": "es256", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub, "kid": "k1"},
-            {"client_id": "es384", "auth": "private_key_jwt", "signing_alg": "ES384", "public_key_pem": p384_pub},
-            {"client_id": "secret-client", "client_secret": "s", "auth": "client_secret_basic"},
-        ]}),
+        keys.provider_config(
+            json!({"client_id": "secret-client", "client_secret": "s", "auth": "client_secret_basic"}),
+        ),
     )
     .expect("oidc-provider must be installed for this test: run scripts/install-tools");
     let token_url = idp.url.clone();
@@ -148,7 +187,7 @@ async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_k
     }
 
     // A replayed assertion (same jti) is refused: why every request signs a fresh one.
-    let a = signer(&p256, Alg::ES256)
+    let a = signer(p256, Alg::ES256)
         .sign_assertion("es256", &token_url, now, DEFAULT_LIFETIME)
         .unwrap();
     assert_eq!(
@@ -168,35 +207,35 @@ async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_k
     let cases = [
         (
             "es256",
-            signer(&stranger, Alg::ES256),
+            signer(stranger, Alg::ES256),
             token_url.clone(),
             now,
             "wrong key",
         ),
         (
             "rs256",
-            signer(&rsa, Alg::PS256),
+            signer(rsa, Alg::PS256),
             token_url.clone(),
             now,
             "unregistered alg",
         ),
         (
             "es384",
-            signer(&p384, Alg::ES384),
+            signer(p384, Alg::ES384),
             token_url.clone(),
             now - Duration::from_secs(600),
             "expired",
         ),
         (
             "es384",
-            signer(&p384, Alg::ES384),
+            signer(p384, Alg::ES384),
             "https://elsewhere.example/token".into(),
             now,
             "wrong aud",
         ),
         (
             "secret-client",
-            signer(&p256, Alg::ES256),
+            signer(p256, Alg::ES256),
             token_url.clone(),
             now,
             "secret client",

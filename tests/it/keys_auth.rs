@@ -9,7 +9,7 @@ use base64::Engine;
 
 use serde_json::{json, Value};
 
-use crate::auth_blocks::keypair;
+use crate::auth_blocks::{keypair, AlgKeys};
 use crate::helpers::{
     jwt_with_exp, run_check, run_once, Behavior, OidcServer, Sandbox, TokenServer,
 };
@@ -32,19 +32,21 @@ fn jwt_config(sb: &Sandbox, url: &str, client: &str, extra: &str) -> PathBuf {
 #[test]
 fn once_gets_a_token_with_private_key_jwt_for_every_alg_and_a_wrong_key_exits_1() {
     let sb = Sandbox::new();
-    let (rsa, rsa_pub) = keypair("rsa", "2048");
-    let (p256, p256_pub) = keypair("ec", "P-256");
-    let (p384, p384_pub) = keypair("ec", "P-384");
-    let (stranger, _) = keypair("ec", "P-256");
+    let keys = AlgKeys::new();
+    let AlgKeys {
+        rsa,
+        p256,
+        p384,
+        stranger,
+        ..
+    } = &keys;
+    // `wrong` is registered with p256's public key and signs with `stranger`.
+    let p256_pub = keys.clients[2]["public_key_pem"].clone();
     let idp = OidcServer::start(
         sb.dir.path(),
-        json!({"port": 0, "ttl": 300, "clients": [
-            {"client_id": "rs256", "auth": "private_key_jwt", "signing_alg": "RS256", "public_key_pem": rsa_pub},
-            {"client_id": "ps256", "auth": "private_key_jwt", "signing_alg": "PS256", "public_key_pem": rsa_pub},
-            {"client_id": "es256", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub, "kid": "k1"},
-            {"client_id": "es384", "auth": "private_key_jwt", "signing_alg": "ES384", "public_key_pem": p384_pub},
-            {"client_id": "wrong", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub},
-        ]}),
+        keys.provider_config(
+            json!({"client_id": "wrong", "auth": "private_key_jwt", "signing_alg": "ES256", "public_key_pem": p256_pub}),
+        ),
     )
     .expect("oidc-provider must be installed for this test: run scripts/install-tools");
     let url = idp.url.clone();
