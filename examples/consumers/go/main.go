@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,8 +39,13 @@ func (s *VendedTokenSource) Token() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.token == "" || !time.Now().Before(s.refreshTime) {
-		// By path, every time: each refresh replaces the file with a new one.
-		b, err := os.ReadFile(s.path)
+		// By path, every time: each refresh replaces the file with a new one. Bounded: a token file is a few KiB.
+		f, err := os.Open(s.path)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
 		if err != nil {
 			return "", err
 		}
@@ -58,13 +64,19 @@ func (s *VendedTokenSource) Token() (string, error) {
 	return s.token, nil
 }
 
-// BearerTransport sets `Authorization: Bearer <token>` on every request it sends.
+// BearerTransport sets `Authorization: Bearer <token>` on every request it sends to Host (scheme and
+// host[:port], as in the API's URL). http.Client follows redirects through the same transport, so a
+// request to any other host (a redirect to a CDN or a login page) goes without the token.
 type BearerTransport struct {
 	Source interface{ Token() (string, error) }
 	Base   http.RoundTripper
+	Host   *url.URL
 }
 
 func (t *BearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != t.Host.Scheme || req.URL.Host != t.Host.Host {
+		return t.Base.RoundTrip(req)
+	}
 	tok, err := t.Source.Token()
 	if err != nil {
 		if req.Body != nil {
@@ -87,8 +99,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "go: set TOKEN_DIR, API_URL and DURATION (seconds)")
 		os.Exit(2)
 	}
+	api, err := url.Parse(apiURL)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go: API_URL: %v\n", err)
+		os.Exit(2)
+	}
 	client := &http.Client{
-		Transport: &BearerTransport{Source: NewVendedTokenSource(tokenDir), Base: http.DefaultTransport},
+		Transport: &BearerTransport{Source: NewVendedTokenSource(tokenDir), Base: http.DefaultTransport, Host: api},
 		Timeout:   5 * time.Second,
 	}
 	requests, rejected := 0, 0
@@ -108,8 +125,8 @@ func main() {
 	fmt.Printf("requests=%d rejected=%d\n", requests, rejected)
 }
 
-func call(client *http.Client, url string) error {
-	resp, err := client.Get(url)
+func call(client *http.Client, apiURL string) error {
+	resp, err := client.Get(apiURL)
 	if err != nil {
 		return err
 	}
