@@ -37,10 +37,10 @@ use crate::token::token::rfc3339;
 pub(crate) const FINISH_GRACE: Duration = Duration::from_secs(1);
 
 /// The most bytes a pid file may have: a pid and a newline need 11.
-pub(crate) const PID_FILE_LIMIT: u64 = 32;
+const PID_FILE_LIMIT: u64 = 32;
 
 /// A process whose start lies more than this after its pid file's last write did not write that file.
-pub(crate) const STALE_SLACK: Duration = Duration::from_secs(1);
+const STALE_SLACK: Duration = Duration::from_secs(1);
 
 /// What the app is told: which token (by name, in the hook) and until when it is valid. Never the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub(crate) struct Hook<D> {
     pub(crate) kind: &'static str,
     /// The URL, or the signal and the pid file: what a problem is about.
     pub(crate) target: String,
-    pub(crate) deliver: D,
+    deliver: D,
     pub(crate) policy: RefreshPolicy,
     pub(crate) retry: Retry,
 }
@@ -391,7 +391,7 @@ pub(crate) fn attach(
 }
 
 /// The configured way of telling the app.
-pub(crate) enum Delivery {
+enum Delivery {
     Http(HttpHook),
     Signal(SignalHook),
 }
@@ -421,7 +421,7 @@ fn protect_process() {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// `POST <url>` with `{"token": <name>, "refresh_time": <RFC 3339>}`; any 2xx answer is delivery.
-pub(crate) struct HttpHook {
+struct HttpHook {
     client: reqwest::Client,
     url: Url,
     token: String,
@@ -521,7 +521,7 @@ impl Deliver for HttpHook {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Sends `signal` to the process named by `pid_file`, read fresh for every notice.
-pub(crate) struct SignalHook {
+struct SignalHook {
     pub(crate) pid_file: PathBuf,
     pub(crate) signal: SignalName,
 }
@@ -602,7 +602,7 @@ pub(crate) fn read_pid_file(path: &Path) -> Result<PidFile, PidFileError> {
 /// A pid as a pid file holds it: decimal digits without sign or leading zero, then at most one newline; greater
 /// than 1 (0 would signal our process group, -1 every process we may signal, and 1 is the pod's first process).
 /// The error never repeats the content.
-pub(crate) fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
+fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
     let digits = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if digits.is_empty() {
         return Err("is empty (the app writes its process id there once it runs)".into());
@@ -630,13 +630,13 @@ pub(crate) fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
 /// Whether a pid file `file_age` old can have been written by (or for) a process `process_age` old: a pid is known
 /// only once its process exists, so a file older than the process (beyond [`STALE_SLACK`]) names an earlier process
 /// whose pid was reused.
-pub(crate) fn file_predates_process(file_age: Duration, process_age: Duration) -> bool {
+fn file_predates_process(file_age: Duration, process_age: Duration) -> bool {
     file_age > process_age + STALE_SLACK
 }
 
 /// The start of process `pid` in clock ticks after boot: field 22 of `/proc/<pid>/stat`, counted after the last `)`
 /// (the command name in parentheses may hold spaces and parentheses).
-pub(crate) fn start_ticks(stat: &[u8]) -> Option<u64> {
+fn start_ticks(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     // After ")": field 3 (state) is the first; field 22 is the twentieth.
@@ -668,7 +668,7 @@ fn process_age(pid: i32) -> Option<Duration> {
 }
 
 /// One signal to the process the pid file names now. Blocking (file and `/proc` reads).
-pub(crate) fn signal_pid_file(pid_file: &Path, signal: SignalName) -> Attempt {
+fn signal_pid_file(pid_file: &Path, signal: SignalName) -> Attempt {
     let skipped = |class, detail| Attempt::Skipped(Miss { class, detail });
     let failed = |class, detail| Attempt::Failed {
         miss: Miss { class, detail },

@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// Every file the daemon reads while it runs: the config, the credential and key files of the client authentication
 /// and grant, and the TLS files of each token's HTTP client.
-pub(crate) fn served_files<'a>(config_path: &'a Path, config: &'a Config) -> Vec<&'a Path> {
+fn served_files<'a>(config_path: &'a Path, config: &'a Config) -> Vec<&'a Path> {
     let mut files: Vec<&Path> = vec![config_path];
     for t in &config.tokens {
         files.extend(t.auth.files());

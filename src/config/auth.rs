@@ -12,7 +12,7 @@ use crate::token::auth::{AssertionAudience, ClientAuth, KeyIdSource, PrivateKeyJ
 use crate::token::jws::{Alg, DEFAULT_LIFETIME};
 
 /// Where the chart projects the pod's service-account token for the sidecar.
-pub(crate) const DEFAULT_ASSERTION_FILE: &str = "/var/run/secrets/token-vendor/token";
+const DEFAULT_ASSERTION_FILE: &str = "/var/run/secrets/token-vendor/token";
 
 /// A checked key- or assertion-based method, waiting for the client id.
 pub(crate) enum Keyed {

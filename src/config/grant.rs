@@ -8,9 +8,9 @@ use super::Problem;
 use crate::token::Grant;
 
 /// Where the chart mounts the projected service-account token.
-pub(crate) const DEFAULT_SUBJECT_TOKEN_FILE: &str = "/var/run/secrets/token-vendor/token";
+const DEFAULT_SUBJECT_TOKEN_FILE: &str = "/var/run/secrets/token-vendor/token";
 /// RFC 8693 §3: the subject token is a JWT (a Kubernetes service-account token is one).
-pub(crate) const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Form fields the token-exchange grant sets itself; `params` may not override them.
 const EXCHANGE_FIELDS: &[&str] = &[

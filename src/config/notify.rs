@@ -8,9 +8,9 @@ use url::Url;
 use super::raw::{RawNotify, RawNotifyHttp, RawNotifySignal};
 
 /// How long one POST to the app may take when `timeout` is not set.
-pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest `timeout` of one POST: the app is on loopback, so a longer wait only hides a hung listener.
-pub(crate) const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to run after each successful publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub(crate) struct SignalName {
 
 /// The signals `notify.signal.signal` accepts, by their `SIG` names. KILL, STOP and the core-dumping signals are
 /// not among them: none of them tells an app anything it could act on.
-pub(crate) const SIGNALS: &[SignalName] = &[
+const SIGNALS: &[SignalName] = &[
     SignalName {
         name: "SIGHUP",
         number: libc::SIGHUP,

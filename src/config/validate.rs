@@ -864,7 +864,7 @@ fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConf
 /// belongs to) that is relative is taken relative to the config file's directory, not the working directory: the
 /// config means the same wherever the process is started. One pass over the YAML, before any key is read, so a new
 /// `*_file` key is covered without a line here. `params` are form fields, not paths, and are left alone.
-pub(crate) fn resolve_relative_paths(v: &mut Value, base: &Path) {
+fn resolve_relative_paths(v: &mut Value, base: &Path) {
     if base.as_os_str().is_empty() {
         return;
     }

@@ -14,11 +14,11 @@ use super::response::{read_bounded, retry_after, BodyError};
 use super::transport::{env_proxy_carries, secure_or_loopback};
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
-pub(crate) const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 /// The longest `token_endpoint` adopted. It is shown as it is (in `/status`, in every error about a request), so it
 /// must be text that [`sanitize`] would leave alone within this many characters; real ones are under 200.
-pub(crate) const MAX_ENDPOINT_CHARS: usize = 1024;
+const MAX_ENDPOINT_CHARS: usize = 1024;
 
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 const RFC8414_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
@@ -72,7 +72,7 @@ impl Issuer {
 
     /// Where to look, in order: the OIDC form (appended to the whole issuer), then RFC 8414's
     /// (inserted after the host). A terminating `/` is dropped first (OIDC Discovery §4).
-    pub(crate) fn well_known_urls(&self) -> [Url; 2] {
+    fn well_known_urls(&self) -> [Url; 2] {
         let path = self.url.path().trim_end_matches('/');
         let mut oidc = self.url.clone();
         oidc.set_path(&format!("{path}{OIDC_WELL_KNOWN}"));
@@ -97,9 +97,9 @@ pub struct Document {
     /// RFC 8414 §2: absent means `["client_secret_basic"]`.
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// Empty when the document does not say.
-    pub(crate) token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// `None` when the document does not say (RFC 8414's default is not about client credentials).
-    pub(crate) grant_types_supported: Option<Vec<String>>,
+    grant_types_supported: Option<Vec<String>>,
     /// The well-known URL that answered.
     #[serde(with = "url_string")]
     pub source: Url,
@@ -309,7 +309,7 @@ pub fn pick_auth_method(
 }
 
 /// How long a discovered document is used before it is fetched again (a failed refetch keeps the old one).
-pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
+const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// A checked document and when it was fetched: what the warm-start state keeps so that a restart while the
 /// identity provider is down still knows the token endpoint.

@@ -204,7 +204,7 @@ fn lower_percent(s: &str) -> String {
 }
 
 /// What a refused client is told to look at (HTTP 401, `invalid_client`, `unauthorized_client`).
-pub(crate) const CLIENT_HINT: &str = "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic)";
+const CLIENT_HINT: &str = "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic)";
 
 /// What a 404 or an HTML page from the token endpoint is told to look at.
 pub(crate) const URL_HINT: &str =

@@ -13,7 +13,7 @@ use crate::credentials::CredentialError;
 use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
 
 /// RFC 8693 §2.1's `grant_type` for token exchange.
-pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// RFC 8693 §3 token types whose value is a JWT by definition.
 const JWT_TYPES: &[&str] = &[

@@ -73,7 +73,7 @@ pub enum HttpClientError {
 /// The PEM files of a token's HTTP client as read at one moment: what the client is built from and what its
 /// fingerprint is taken of, so the two always agree.
 #[derive(Default)]
-pub(crate) struct TlsMaterial {
+struct TlsMaterial {
     ca: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
 }

@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// The longest `Retry-After` taken from a server; the refresher caps the wait further (`refresh::schedule`).
-pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now`, at most [`RETRY_AFTER_MAX`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Status, JSON body and extra headers.
-pub(crate) type Answer = (u16, String, Vec<(String, String)>);
+type Answer = (u16, String, Vec<(String, String)>);
 
 /// Serves `answer(server address, request path)` to every request until the runtime ends.
 pub(crate) async fn serve<F>(answer: F) -> SocketAddr
