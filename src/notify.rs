@@ -558,7 +558,22 @@ pub(crate) enum PidFileError {
     #[error(transparent)]
     Unreadable(ReadError),
     #[error("pid file {}: {why}", path.display())]
-    Invalid { path: PathBuf, why: String },
+    Invalid { path: PathBuf, why: BadPid },
+}
+
+/// What is wrong with a pid file's content, in words that never repeat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadPid {
+    #[error("is empty (the app writes its process id there once it runs)")]
+    Empty,
+    #[error("does not hold a process id: want decimal digits and at most one newline")]
+    NotDigits,
+    #[error("holds a number with a leading zero, not a process id")]
+    LeadingZero,
+    #[error("holds a number too large for a process id")]
+    TooLarge,
+    #[error("names pid {0}, which is never signalled (1 is the pod's first process, the pause container when the process namespace is shared)")]
+    NeverSignalled(i32),
 }
 
 impl PidFileError {
@@ -602,27 +617,23 @@ pub(crate) fn read_pid_file(path: &Path) -> Result<PidFile, PidFileError> {
 /// A pid as a pid file holds it: decimal digits without sign or leading zero, then at most one newline; greater
 /// than 1 (0 would signal our process group, -1 every process we may signal, and 1 is the pod's first process).
 /// The error never repeats the content.
-fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
+fn parse_pid(bytes: &[u8]) -> Result<i32, BadPid> {
     let digits = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if digits.is_empty() {
-        return Err("is empty (the app writes its process id there once it runs)".into());
+        return Err(BadPid::Empty);
     }
     if !digits.iter().all(u8::is_ascii_digit) {
-        return Err(
-            "does not hold a process id: want decimal digits and at most one newline".into(),
-        );
+        return Err(BadPid::NotDigits);
     }
     if digits.len() > 1 && digits[0] == b'0' {
-        return Err("holds a number with a leading zero, not a process id".into());
+        return Err(BadPid::LeadingZero);
     }
     let pid: i32 = std::str::from_utf8(digits)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "holds a number too large for a process id".to_string())?;
+        .ok_or(BadPid::TooLarge)?;
     if pid <= 1 {
-        return Err(format!(
-            "names pid {pid}, which is never signalled (1 is the pod's first process, the pause container when the process namespace is shared)"
-        ));
+        return Err(BadPid::NeverSignalled(pid));
     }
     Ok(pid)
 }
