@@ -8,7 +8,8 @@
 //! reports, `schema` prints the JSON Schema of a token entry from `config`'s raw types. Imports follow the chain
 //! backwards only: `config` builds the request's domain types (`token::auth`, `token::grant`, `token::http`,
 //! `token::discovery::Discovery`) but knows neither the token client nor `output`, and nothing under `token` imports
-//! `config`.
+//! `config`. One import goes the other way today: `notify` takes its retry delays from `refresh::schedule::backoff`,
+//! so `notify` and `refresh` import each other (no two files do). `scripts/import-graph` prints the graph and its cycles.
 //!
 //! Every module is private. The public surface is the `pub use` list below, grouped by the crate's users outside
 //! `src/`: the binary (`src/main.rs`), the integration tests (`tests/it`), the benchmark `bench/sign_cost.rs` and the
