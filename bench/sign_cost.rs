@@ -6,9 +6,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use token_vendor::credentials::CredentialSource;
-use token_vendor::token::auth::{
-    AssertionAudience, ClientAuth, KeyIdSource, PrivateKeyJwt, RequestContext, TokenRequest,
+use token_vendor::{
+    AssertionAudience, ClientAuth, CredentialSource, KeyIdSource, PrivateKeyJwt, RequestContext,
+    TokenRequest,
 };
 use url::Url;
 

@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use token_vendor::config::RefreshPolicy;
-use token_vendor::refresh::schedule::{self, Failure};
-use token_vendor::token::refresh_buffer;
+use token_vendor::{
+    backoff, next_refresh, refresh_buffer, remaining, retry_delay, Failure, RefreshPolicy,
+};
 
 const BUCKET: Duration = Duration::from_secs(10);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -216,7 +216,7 @@ impl Sim<'_> {
                 }
                 match self.policy {
                     Policy::TokenVendor | Policy::BackoffOnly => {
-                        schedule::next_refresh(now, usable, now, &self.refresh, u)
+                        next_refresh(now, usable, now, &self.refresh, u)
                     }
                     Policy::Naive { before_expiry, .. } => lifetime.saturating_sub(before_expiry),
                 }
@@ -225,14 +225,14 @@ impl Sim<'_> {
                 failed_buckets[b] += 1;
                 s.failures += 1;
                 match self.policy {
-                    Policy::TokenVendor => schedule::retry_delay(
+                    Policy::TokenVendor => retry_delay(
                         &self.refresh,
                         s.failures,
                         Failure::Transient { retry_after: None },
-                        s.refresh_time.and_then(|rt| schedule::remaining(rt, now)),
+                        s.refresh_time.and_then(|rt| remaining(rt, now)),
                         u,
                     ),
-                    Policy::BackoffOnly => schedule::backoff(&self.refresh, s.failures, u),
+                    Policy::BackoffOnly => backoff(&self.refresh, s.failures, u),
                     Policy::Naive { retry_every, .. } => retry_every,
                 }
             };

@@ -31,9 +31,9 @@ use crate::state::State;
 
 /// What the handlers read.
 #[derive(Clone, Debug)]
-pub struct Admin {
-    pub state: Arc<State>,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Admin {
+    pub(crate) state: Arc<State>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 fn respond(
@@ -65,13 +65,15 @@ fn ok_or_503(ok: bool) -> StatusCode {
 }
 
 impl Admin {
-    /// Answers one request; no I/O, so it is tested without a socket.
-    pub fn handle(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    /// [`Admin::answer`] without connection counters: the tests' way in.
+    #[cfg(test)]
+    pub(crate) fn handle(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
         self.answer(method, path, None)
     }
 
-    /// `handle`, with the admin server's connection counters for `/status`.
-    pub fn answer(
+    /// Answers one request, with the admin server's connection counters for `/status`; no I/O, so it is tested
+    /// without a socket.
+    pub(crate) fn answer(
         &self,
         method: &Method,
         path: &str,
@@ -121,29 +123,29 @@ impl Admin {
 /// What the admin server may hold. A kubelet probe or a Prometheus scrape needs one connection and a few hundred
 /// bytes for a moment; everything else is somebody holding resources the sidecar needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+struct Limits {
     /// Open connections at most. At the cap a new connection takes the place of the one that has gone longest without
     /// starting a request, so a fresh probe is always admitted: whoever holds connections open loses the oldest.
-    pub max_connections: usize,
+    max_connections: usize,
     /// From accept, or from the previous response, to a complete request head. hyper runs this timer while it waits
     /// for the first byte too, so it is also the keep-alive idle timeout.
-    pub header_timeout: Duration,
+    header_timeout: Duration,
     /// Whole life of a connection, whatever it does (a client that sends requests and never reads the answers).
-    pub max_lifetime: Duration,
+    max_lifetime: Duration,
     /// Request head: bytes (hyper's read buffer, whose floor is 8 KiB) and header lines.
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
+    max_header_bytes: usize,
+    max_headers: usize,
 }
 
 /// The cap when descriptors are plentiful. Each open connection costs about 10 KiB of the sidecar's memory (hyper's
 /// 8 KiB read buffer, its task and connection state; measured in `tests/it/admin_flood.rs`), so 128 of them stay near
 /// 1.3 MiB: under a tenth of the chart's 32 MiB limit beside an idle RSS of 4-5 MiB. Probes and scrapes need a handful.
-pub const MAX_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS: usize = 128;
 
 impl Limits {
     /// The limits for a process whose soft descriptor limit is `nofile`: the admin server never takes more than a
     /// quarter of the descriptors, so token requests always find sockets.
-    pub fn for_nofile(nofile: u64) -> Limits {
+    fn for_nofile(nofile: u64) -> Limits {
         let quarter = usize::try_from(nofile / 4).unwrap_or(usize::MAX);
         Limits {
             max_connections: quarter.clamp(4, MAX_CONNECTIONS),
@@ -166,7 +168,7 @@ impl Default for Limits {
 
 /// The admin server's open connections, with the eviction policy at the cap. No I/O: tested without a socket.
 #[derive(Debug)]
-pub struct Conns {
+struct Conns {
     inner: Mutex<ConnsInner>,
 }
 
@@ -192,24 +194,24 @@ struct Open {
 
 /// Counters shown in `/status` under `admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ConnStats {
-    pub open: usize,
-    pub max_connections: usize,
-    pub peak: usize,
-    pub accepted: u64,
-    pub evicted: u64,
+pub(crate) struct ConnStats {
+    pub(crate) open: usize,
+    max_connections: usize,
+    peak: usize,
+    accepted: u64,
+    evicted: u64,
 }
 
 /// One admitted connection. Dropping it frees the place; `evicted` resolves when another connection took it.
 #[derive(Debug)]
-pub struct Slot {
+struct Slot {
     conns: Arc<Conns>,
     id: u64,
 }
 
 /// What `admit` did, for the accept loop to log.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admitted {
+enum Admitted {
     Free,
     /// At the cap, the connection that had gone longest without a request was closed; `warn` at most once a minute.
     Evicted {
@@ -220,7 +222,7 @@ pub enum Admitted {
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Conns {
-    pub fn new(cap: usize) -> Arc<Conns> {
+    pub(crate) fn new(cap: usize) -> Arc<Conns> {
         Arc::new(Conns {
             inner: Mutex::new(ConnsInner {
                 cap: cap.max(1),
@@ -239,7 +241,7 @@ impl Conns {
     }
 
     /// Admits a new connection at `now`, closing the stalest one first if the cap is reached.
-    pub fn admit(self: &Arc<Self>, now: Instant) -> (Slot, oneshot::Receiver<()>, Admitted) {
+    fn admit(self: &Arc<Self>, now: Instant) -> (Slot, oneshot::Receiver<()>, Admitted) {
         let mut c = self.lock();
         let mut admitted = Admitted::Free;
         if c.open.len() >= c.cap && c.evict_stalest() {
@@ -273,11 +275,11 @@ impl Conns {
     }
 
     /// Closes the connection that has gone longest without a request (to free a descriptor when accept fails).
-    pub fn evict_stalest(&self) -> bool {
+    fn evict_stalest(&self) -> bool {
         self.lock().evict_stalest()
     }
 
-    pub fn stats(&self) -> ConnStats {
+    fn stats(&self) -> ConnStats {
         let c = self.lock();
         ConnStats {
             open: c.open.len(),
@@ -309,7 +311,7 @@ impl ConnsInner {
 
 impl Slot {
     /// A request head arrived: this connection is in use, so it moves to the back of the eviction order.
-    pub fn touch(&self, now: Instant) {
+    fn touch(&self, now: Instant) {
         if let Some(o) = self.conns.lock().open.get_mut(&self.id) {
             o.progress = now;
         }
@@ -344,14 +346,14 @@ fn deepen_accept_queue(listener: &TcpListener) {
 }
 
 /// Serves until `shutdown` completes, with `Limits` sized by the process's descriptor limit.
-pub async fn serve(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
     let nofile = crate::limits::nofile().map_or(1024, |n| n.soft);
     serve_with(listener, admin, Limits::for_nofile(nofile), shutdown).await
 }
 
 /// Serves until `shutdown` completes. Each connection is its own task, so a slow client or a hanging token request
 /// never blocks a probe; `limits` bound what all of them together may hold.
-pub async fn serve_with(
+async fn serve_with(
     listener: TcpListener,
     admin: Admin,
     limits: Limits,

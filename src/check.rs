@@ -37,7 +37,7 @@ pub fn check(path: &Path) -> Report {
 }
 
 /// Signal hooks whose pid file is not there yet: fine while the app has not started, worth a word otherwise.
-pub fn pid_file_warnings(config: &Config) -> Vec<Problem> {
+pub(crate) fn pid_file_warnings(config: &Config) -> Vec<Problem> {
     config
         .tokens
         .iter()

@@ -14,19 +14,20 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// A virtual clock starting at `wall0` now.
-    pub fn virtual_at(wall0: SystemTime) -> Clock {
+    /// A virtual clock starting at `wall0` now (the paused-clock tests' clock).
+    #[cfg(test)]
+    pub(crate) fn virtual_at(wall0: SystemTime) -> Clock {
         Clock::Virtual {
             wall0,
             mono0: Instant::now(),
         }
     }
 
-    pub fn mono(&self) -> Instant {
+    pub(crate) fn mono(&self) -> Instant {
         Instant::now()
     }
 
-    pub fn wall(&self) -> SystemTime {
+    pub(crate) fn wall(&self) -> SystemTime {
         match self {
             Clock::System => SystemTime::now(),
             Clock::Virtual { wall0, mono0 } => {
@@ -36,7 +37,7 @@ impl Clock {
     }
 
     /// The monotonic instant at which wall time `at` arrives (now, if it already has).
-    pub fn mono_at(&self, at: SystemTime) -> Instant {
+    pub(crate) fn mono_at(&self, at: SystemTime) -> Instant {
         let now_wall = self.wall();
         let now = self.mono();
         match at.duration_since(now_wall) {

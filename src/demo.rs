@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::refresh::sink::{discovery_file_for, state_file_for};
 use crate::token::auth::basic_auth;
 
-pub const DEMO_CLIENT_ID: &str = "demo-client";
-pub const DEMO_CLIENT_SECRET: &str = "demo-secret";
+const DEMO_CLIENT_ID: &str = "demo-client";
+const DEMO_CLIENT_SECRET: &str = "demo-secret";
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));

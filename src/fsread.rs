@@ -16,16 +16,16 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The most bytes a config file may have.
-pub const CONFIG_LIMIT: u64 = 1024 * 1024;
+pub(crate) const CONFIG_LIMIT: u64 = 1024 * 1024;
 /// The most bytes a client id, client secret or assertion file may have.
-pub const CREDENTIAL_LIMIT: u64 = 64 * 1024;
+pub(crate) const CREDENTIAL_LIMIT: u64 = 64 * 1024;
 /// The most bytes a CA bundle, client certificate or key file may have.
-pub const PEM_LIMIT: u64 = 1024 * 1024;
+pub(crate) const PEM_LIMIT: u64 = 1024 * 1024;
 /// The most bytes a warm-start state file may have.
-pub const STATE_LIMIT: u64 = 64 * 1024;
+pub(crate) const STATE_LIMIT: u64 = 64 * 1024;
 
 /// The deepest nesting a YAML document may have before it is refused unparsed.
-pub const YAML_MAX_DEPTH: usize = 64;
+pub(crate) const YAML_MAX_DEPTH: usize = 64;
 
 /// What a path turned out to be when it is not a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             ReadError::Open { path, .. }
             | ReadError::NotRegular { path, .. }
@@ -108,7 +108,7 @@ impl ReadError {
 /// Opens `path` for reading without blocking and returns the descriptor only if it is a regular file.
 ///
 /// With `follow_symlinks` false the last component must not be a symlink (`O_NOFOLLOW`).
-pub fn open_regular(path: &Path, follow_symlinks: bool) -> Result<File, ReadError> {
+pub(crate) fn open_regular(path: &Path, follow_symlinks: bool) -> Result<File, ReadError> {
     let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
     if !follow_symlinks {
         flags |= libc::O_NOFOLLOW;
@@ -177,7 +177,7 @@ fn open_checked(path: &Path, flags: i32, follow_symlinks: bool) -> Result<File, 
 }
 
 /// Reads at most `limit` bytes from `file`, counting them; more is an error, whatever the metadata said.
-pub fn read_counted(mut file: File, path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_counted(mut file: File, path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::new();
     (&mut file)
         .take(limit.saturating_add(1))
@@ -197,7 +197,11 @@ pub fn read_counted(mut file: File, path: &Path, limit: u64) -> Result<Vec<u8>, 
 
 /// Reads a whole regular file of at most `limit` bytes. It never blocks on a FIFO or device; a small credential file
 /// is read on the runtime thread (see the module doc for the measured cost), the config on reload off it.
-pub fn read_bounded(path: &Path, limit: u64, follow_symlinks: bool) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bounded(
+    path: &Path,
+    limit: u64,
+    follow_symlinks: bool,
+) -> Result<Vec<u8>, ReadError> {
     let file = open_regular(path, follow_symlinks)?;
     read_counted(file, path, limit)
 }
@@ -205,7 +209,7 @@ pub fn read_bounded(path: &Path, limit: u64, follow_symlinks: bool) -> Result<Ve
 /// Reads the regular file `name` inside the open directory `dir` (never following a symlink at `name`, never
 /// blocking), at most `limit` bytes; also returns its metadata (owner, mode) from the descriptor that was read.
 /// `shown` is the path used in errors.
-pub fn read_bounded_at(
+pub(crate) fn read_bounded_at(
     dir: &File,
     name: &std::ffi::OsStr,
     shown: &Path,
@@ -268,7 +272,7 @@ pub fn read_bounded_at(
 
 /// Why a YAML document is refused before the parser sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum YamlRefused {
+pub(crate) enum YamlRefused {
     #[error(
         "line {line}: the document is nested more than {max} levels deep; refused before parsing"
     )]
@@ -295,7 +299,7 @@ pub enum YamlRefused {
 /// starts (after the indentation, `- `, `? `, `: `, and in flow context `[`, `{`, `,`) is an anchor or alias; the
 /// one place a legal document can have one there without meaning it is the continuation line of a multi-line
 /// plain scalar, which the error tells how to quote.
-pub fn yaml_precheck(text: &str, max_depth: usize) -> Result<(), YamlRefused> {
+pub(crate) fn yaml_precheck(text: &str, max_depth: usize) -> Result<(), YamlRefused> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow: usize = 0;
     // Inside a quoted scalar that continues on the next line: its closing quote.

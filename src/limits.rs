@@ -4,7 +4,7 @@ use std::io;
 
 /// The soft descriptor limit `raise_fd_limit` aims for: far above what the daemon needs (a few sockets per token,
 /// the admin server's cap, the watcher), and finite, so a huge hard limit is not copied into every process.
-pub const NOFILE_TARGET: u64 = 65_536;
+const NOFILE_TARGET: u64 = 65_536;
 
 /// Why the descriptor limit could not be read or raised.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub struct NoFile {
 }
 
 /// The current RLIMIT_NOFILE.
-pub fn nofile() -> Result<NoFile, LimitError> {
+pub(crate) fn nofile() -> Result<NoFile, LimitError> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -44,7 +44,7 @@ pub fn nofile() -> Result<NoFile, LimitError> {
 }
 
 /// The soft limit to set, if the current one is below what the hard limit allows (capped at `NOFILE_TARGET`).
-pub fn raised_soft(now: NoFile) -> Option<u64> {
+fn raised_soft(now: NoFile) -> Option<u64> {
     let to = now.hard.min(NOFILE_TARGET);
     (now.soft < to).then_some(to)
 }

@@ -17,20 +17,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// [`load`], and when the config is refused, the config as far as it parsed ([`crate::config::salvage`]), so the
 /// `check` command can open the files it names too.
-pub fn load_partial(path: &Path) -> Result<Config, (ConfigError, Option<Box<Config>>)> {
+pub(crate) fn load_partial(path: &Path) -> Result<Config, (ConfigError, Option<Box<Config>>)> {
     let bytes = read(path).map_err(|e| (one_problem(path, e.to_string()), None))?;
     from_bytes_partial(&bytes, path)
 }
 
 /// The bytes of a config file: a regular file (a FIFO, device or directory is refused without blocking) of at
 /// most CONFIG_LIMIT bytes, counted as they are read. Blocking: call it off the runtime thread.
-pub fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
     read_bounded(path, CONFIG_LIMIT, true)
 }
 
 /// Checks config bytes read by [`read`]: UTF-8 only, then [`Config::parse`], then the file-system and environment
 /// checks. Every problem is reported: a token the parser refused does not hide another token's output conflict.
-pub fn from_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn from_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
     from_bytes_partial(bytes, file).map_err(|(e, _)| e)
 }
 

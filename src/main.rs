@@ -6,12 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use token_vendor::app::{self, Control, Error};
-use token_vendor::cli::{Cli, Command};
-use token_vendor::clock::Clock;
-use token_vendor::config::{Config, LogConfig, LogFormat};
-use token_vendor::token::error::chain;
-use token_vendor::{check, demo, logging, shutdown};
+use token_vendor::{
+    error_chain, Cli, Clock, Command, Config, Control, Error, LogConfig, LogFormat, Signal,
+};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -22,7 +19,7 @@ fn main() -> ExitCode {
         return check(config);
     }
     if let Command::Schema = cli.command {
-        print!("{}", token_vendor::schema::token_schema_text());
+        print!("{}", token_vendor::token_schema_text());
         return ExitCode::SUCCESS;
     }
     match run(cli.command) {
@@ -41,10 +38,10 @@ fn report(e: &Error) -> ExitCode {
         }
         Error::NotSent(problems) => {
             eprintln!("token-vendor: {problems}");
-            eprintln!("token-vendor: {}", app::NOT_SENT);
+            eprintln!("token-vendor: {}", token_vendor::NOT_SENT);
         }
         e => {
-            let line = chain(e);
+            let line = error_chain(e);
             if matches!(e, Error::Start(_) | Error::Listen { .. }) {
                 // The daemon logs to its log stream too, where a supervisor looks first.
                 tracing::error!("{line}");
@@ -67,15 +64,15 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Check { .. } | Command::Schema => unreachable!("handled in main"),
         Command::Once { config, timeout } => {
             let rt = runtime()?;
-            let cfg = token_vendor::load::load(&config)?;
-            logging::init(&cfg.log);
-            rt.block_on(app::once(&config, &cfg, timeout, Clock::System))
+            let cfg = token_vendor::load(&config)?;
+            token_vendor::init_logging(&cfg.log);
+            rt.block_on(token_vendor::once(&config, &cfg, timeout, Clock::System))
         }
         Command::Run { config } => {
             let rt = runtime()?;
-            let cfg = token_vendor::load::load(&config)?;
-            logging::init(&cfg.log);
-            token_vendor::limits::raise_fd_limit();
+            let cfg = token_vendor::load(&config)?;
+            token_vendor::init_logging(&cfg.log);
+            token_vendor::raise_fd_limit();
             for w in cfg.warnings() {
                 tracing::warn!(file = %config.display(), key = %w.path, "{}", w.message);
             }
@@ -89,7 +86,7 @@ fn run(command: Command) -> Result<(), Error> {
             once,
         } => {
             let rt = runtime()?;
-            logging::init(&LogConfig {
+            token_vendor::init_logging(&LogConfig {
                 format: Some(LogFormat::Text),
                 level: "info".into(),
             });
@@ -100,7 +97,7 @@ fn run(command: Command) -> Result<(), Error> {
 
 /// `check` is not an error path: it prints a report, and exits 2 when the report has problems.
 fn check(path: &Path) -> ExitCode {
-    let report = check::check(path);
+    let report = token_vendor::check(path);
     for w in &report.warnings {
         eprintln!("warning: {}: {}: {}", path.display(), w.path, w.message);
     }
@@ -126,20 +123,20 @@ fn check(path: &Path) -> ExitCode {
 
 /// Signals become controls: the first SIGTERM/SIGINT stops gracefully, a second exits at once; SIGHUP reloads.
 fn controls() -> Result<mpsc::UnboundedReceiver<Control>, Error> {
-    let mut signals = shutdown::listen().map_err(Error::Signals)?;
+    let mut signals = token_vendor::listen_signals().map_err(Error::Signals)?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stopping = false;
         while let Some(sig) = signals.recv().await {
             match sig {
-                shutdown::Signal::Reload => {
+                Signal::Reload => {
                     let _ = tx.send(Control::Reload);
                 }
-                shutdown::Signal::Stop(name) if stopping => {
+                Signal::Stop(name) if stopping => {
                     tracing::warn!(signal = name, "second stop signal: exiting now");
                     std::process::exit(i32::from(EXIT_RUNTIME));
                 }
-                shutdown::Signal::Stop(name) => {
+                Signal::Stop(name) => {
                     tracing::info!(signal = name, "stop signal received");
                     stopping = true;
                     let _ = tx.send(Control::Stop);
@@ -152,7 +149,7 @@ fn controls() -> Result<mpsc::UnboundedReceiver<Control>, Error> {
 
 async fn daemon(path: PathBuf, cfg: Config) -> Result<(), Error> {
     let control = controls()?;
-    app::run(path, cfg, Clock::System, control).await
+    token_vendor::run(path, cfg, Clock::System, control).await
 }
 
 async fn run_demo(
@@ -165,7 +162,7 @@ async fn run_demo(
     let listener = if once {
         None
     } else {
-        Some(app::bind(listen).await.map_err(|source| {
+        Some(token_vendor::bind_admin(listen).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 Error::DemoPortInUse {
                     port: listen.port(),
@@ -186,8 +183,9 @@ async fn run_demo(
         None => listen,
     };
     // One demo per directory (`--once` too), held until it exits: another one would replace its config and tokens.
-    let lock = dir.join(demo::LOCK_FILE);
-    let _held = match std::fs::create_dir_all(dir).and_then(|()| demo::lock_dir(&lock)) {
+    let lock = dir.join(token_vendor::DEMO_LOCK_FILE);
+    let _held = match std::fs::create_dir_all(dir).and_then(|()| token_vendor::demo_lock_dir(&lock))
+    {
         Ok(Some(held)) => held,
         Ok(None) => {
             return Err(Error::DemoDirBusy {
@@ -196,23 +194,23 @@ async fn run_demo(
         }
         Err(source) => return Err(Error::DemoConfig { path: lock, source }),
     };
-    let endpoint = demo::start_endpoint(lifetime)
+    let endpoint = token_vendor::demo_start_endpoint(lifetime)
         .await
         .map_err(Error::DemoEndpoint)?;
     tracing::warn!(url = %format!("http://{endpoint}/token"), "DEVELOPMENT ONLY: started the built-in demo token endpoint; `run` and `once` never use it");
     // The demo's config is a real file, so it can be read, edited and reloaded like any other.
     let path = dir.join("demo-config.yaml");
-    std::fs::write(&path, demo::config_yaml(dir, endpoint, listen)).map_err(|source| {
-        Error::DemoConfig {
+    std::fs::write(&path, token_vendor::demo_config_yaml(dir, endpoint, listen)).map_err(
+        |source| Error::DemoConfig {
             path: path.clone(),
             source,
-        }
-    })?;
-    let cfg = token_vendor::load::load(&path)?;
-    demo::discard_previous_state(&cfg);
+        },
+    )?;
+    let cfg = token_vendor::load(&path)?;
+    token_vendor::demo_discard_previous_state(&cfg);
     tracing::info!(dir = %dir.display(), files = "token, token.header, token.json, token.env", "demo: writing a fresh token every ~{}s; watch with: watch -n1 cat {}/token.json", lifetime.as_secs() * 3 / 4, dir.display());
     let Some(listener) = listener else {
-        return app::once(
+        return token_vendor::once(
             &path,
             &cfg,
             std::time::Duration::from_secs(10),
@@ -222,5 +220,5 @@ async fn run_demo(
     };
     tracing::info!("demo: readiness at http://{listen}/readyz, status at http://{listen}/status; Ctrl-C to stop");
     let control = controls()?;
-    app::run_on(listener, path, cfg, Clock::System, control).await
+    token_vendor::run_on(listener, path, cfg, Clock::System, control).await
 }

@@ -34,33 +34,33 @@ use crate::token::http::USER_AGENT_VALUE;
 use crate::token::token::rfc3339;
 
 /// How long a stopping refresher waits for a notification still on its way (within the daemon's shutdown grace).
-pub const FINISH_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const FINISH_GRACE: Duration = Duration::from_secs(1);
 
 /// The most bytes a pid file may have: a pid and a newline need 11.
-pub const PID_FILE_LIMIT: u64 = 32;
+const PID_FILE_LIMIT: u64 = 32;
 
 /// A process whose start lies more than this after its pid file's last write did not write that file.
-pub const STALE_SLACK: Duration = Duration::from_secs(1);
+const STALE_SLACK: Duration = Duration::from_secs(1);
 
 /// What the app is told: which token (by name, in the hook) and until when it is valid. Never the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Notice {
+pub(crate) struct Notice {
     /// 1 for the first publish of this notifier, then one more for each.
-    pub seq: u64,
-    pub refresh_time: SystemTime,
+    pub(crate) seq: u64,
+    pub(crate) refresh_time: SystemTime,
 }
 
 /// Why an attempt did not reach the app. `class` decides whether it is worth a new warning; `detail` is bounded and
 /// names the URL or pid file, never a token, a secret or what a file or the app sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Miss {
-    pub class: &'static str,
-    pub detail: String,
+pub(crate) struct Miss {
+    pub(crate) class: &'static str,
+    pub(crate) detail: String,
 }
 
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     Delivered,
     /// There is no process to tell (the pid file is missing or stale): not retried; an app that starts reads the
     /// token file anyway.
@@ -73,13 +73,13 @@ pub enum Attempt {
 }
 
 /// One way of telling the app: the POST, the signal, or a scripted one in tests.
-pub trait Deliver: Send + Sync + 'static {
+pub(crate) trait Deliver: Send + Sync + 'static {
     fn deliver(&self, notice: Notice) -> impl Future<Output = Attempt> + Send;
 }
 
 /// Whether a failed attempt is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// The daemon: with the refresh policy's backoff, until delivered or a newer token supersedes it.
     UntilSuperseded,
     /// `once`: one attempt; the process is about to exit.
@@ -87,20 +87,20 @@ pub enum Retry {
 }
 
 /// What a notifier is for: whose hook, how it delivers and how it retries.
-pub struct Hook<D> {
-    pub token: String,
+pub(crate) struct Hook<D> {
+    pub(crate) token: String,
     /// `http` or `signal`, as `/status` and the logs name it.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The URL, or the signal and the pid file: what a problem is about.
-    pub target: String,
-    pub deliver: D,
-    pub policy: RefreshPolicy,
-    pub retry: Retry,
+    pub(crate) target: String,
+    deliver: D,
+    pub(crate) policy: RefreshPolicy,
+    pub(crate) retry: Retry,
 }
 
 /// A token's notifier: [`publish`](Notifier::publish) never waits; the task behind it delivers.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     tx: watch::Sender<Option<Notice>>,
     seq: u64,
     task: JoinHandle<()>,
@@ -109,7 +109,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts the delivery task of `hook`. `seed` fixes the backoff jitter (tests).
-    pub fn start<D: Deliver>(
+    pub(crate) fn start<D: Deliver>(
         hook: Hook<D>,
         state: Arc<State>,
         metrics: Arc<Metrics>,
@@ -134,7 +134,7 @@ impl Notifier {
     }
 
     /// A new token was published: the app is to be told, replacing any notification not yet delivered.
-    pub fn publish(&mut self, refresh_time: SystemTime) {
+    pub(crate) fn publish(&mut self, refresh_time: SystemTime) {
         self.seq += 1;
         self.tx.send_replace(Some(Notice {
             seq: self.seq,
@@ -144,7 +144,7 @@ impl Notifier {
 
     /// Stops the task: a notification not yet delivered gets one last attempt (an attempt in flight may finish),
     /// for at most `grace`.
-    pub async fn finish(self, grace: Duration) {
+    pub(crate) async fn finish(self, grace: Duration) {
         let Notifier {
             tx,
             mut task,
@@ -332,7 +332,7 @@ impl<D: Deliver> Worker<D> {
 
 /// The notifier of a token with a `notify` block, started; `None` without one, and then the token shows no notify
 /// status and exports no notify series (a restart may have removed the block).
-pub fn attach(
+pub(crate) fn attach(
     cfg: &TokenConfig,
     policy: RefreshPolicy,
     retry: Retry,
@@ -391,7 +391,7 @@ pub fn attach(
 }
 
 /// The configured way of telling the app.
-pub enum Delivery {
+enum Delivery {
     Http(HttpHook),
     Signal(SignalHook),
 }
@@ -421,7 +421,7 @@ fn protect_process() {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// `POST <url>` with `{"token": <name>, "refresh_time": <RFC 3339>}`; any 2xx answer is delivery.
-pub struct HttpHook {
+struct HttpHook {
     client: reqwest::Client,
     url: Url,
     token: String,
@@ -432,7 +432,11 @@ impl HttpHook {
     /// A client for the app: no proxy (the environment's would carry loopback traffic out of the pod), no
     /// redirects (one could lead off loopback), no TLS roots, no kept connections; `localhost` is 127.0.0.1
     /// without a name lookup, so the name cannot be pointed elsewhere.
-    pub fn new(token: &str, url: &Url, timeout: Duration) -> Result<HttpHook, reqwest::Error> {
+    pub(crate) fn new(
+        token: &str,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<HttpHook, reqwest::Error> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_native_certs(false)
@@ -455,7 +459,7 @@ impl HttpHook {
     }
 
     /// The request body: the token's name and `refresh_time`, nothing else.
-    pub fn body(token: &str, notice: Notice) -> String {
+    pub(crate) fn body(token: &str, notice: Notice) -> String {
         serde_json::json!({
             "token": token,
             "refresh_time": rfc3339(notice.refresh_time),
@@ -517,9 +521,9 @@ impl Deliver for HttpHook {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Sends `signal` to the process named by `pid_file`, read fresh for every notice.
-pub struct SignalHook {
-    pub pid_file: PathBuf,
-    pub signal: SignalName,
+struct SignalHook {
+    pub(crate) pid_file: PathBuf,
+    pub(crate) signal: SignalName,
 }
 
 impl Deliver for SignalHook {
@@ -541,20 +545,35 @@ impl Deliver for SignalHook {
 
 /// A pid file as read: the pid and when the file was last written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidFile {
-    pub pid: i32,
-    pub written: SystemTime,
+pub(crate) struct PidFile {
+    pub(crate) pid: i32,
+    pub(crate) written: SystemTime,
 }
 
 /// Why a pid file names no process to signal. Never carries the file's content.
 #[derive(Debug, thiserror::Error)]
-pub enum PidFileError {
+pub(crate) enum PidFileError {
     #[error("pid file {} does not exist", .0.display())]
     Missing(PathBuf),
     #[error(transparent)]
     Unreadable(ReadError),
     #[error("pid file {}: {why}", path.display())]
-    Invalid { path: PathBuf, why: String },
+    Invalid { path: PathBuf, why: BadPid },
+}
+
+/// What is wrong with a pid file's content, in words that never repeat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadPid {
+    #[error("is empty (the app writes its process id there once it runs)")]
+    Empty,
+    #[error("does not hold a process id: want decimal digits and at most one newline")]
+    NotDigits,
+    #[error("holds a number with a leading zero, not a process id")]
+    LeadingZero,
+    #[error("holds a number too large for a process id")]
+    TooLarge,
+    #[error("names pid {0}, which is never signalled (1 is the pod's first process, the pause container when the process namespace is shared)")]
+    NeverSignalled(i32),
 }
 
 impl PidFileError {
@@ -570,7 +589,7 @@ impl PidFileError {
 /// Reads a pid file with the project's bounded reader: a regular file (a FIFO or device is refused without
 /// blocking, a symlink is refused: a pid file is written, not linked) of at most [`PID_FILE_LIMIT`] bytes.
 /// Blocking: call it off the runtime thread.
-pub fn read_pid_file(path: &Path) -> Result<PidFile, PidFileError> {
+pub(crate) fn read_pid_file(path: &Path) -> Result<PidFile, PidFileError> {
     let file = fsread::open_regular(path, false).map_err(|e| match &e {
         ReadError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PidFileError::Missing(path.to_path_buf())
@@ -598,27 +617,23 @@ pub fn read_pid_file(path: &Path) -> Result<PidFile, PidFileError> {
 /// A pid as a pid file holds it: decimal digits without sign or leading zero, then at most one newline; greater
 /// than 1 (0 would signal our process group, -1 every process we may signal, and 1 is the pod's first process).
 /// The error never repeats the content.
-pub fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
+fn parse_pid(bytes: &[u8]) -> Result<i32, BadPid> {
     let digits = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if digits.is_empty() {
-        return Err("is empty (the app writes its process id there once it runs)".into());
+        return Err(BadPid::Empty);
     }
     if !digits.iter().all(u8::is_ascii_digit) {
-        return Err(
-            "does not hold a process id: want decimal digits and at most one newline".into(),
-        );
+        return Err(BadPid::NotDigits);
     }
     if digits.len() > 1 && digits[0] == b'0' {
-        return Err("holds a number with a leading zero, not a process id".into());
+        return Err(BadPid::LeadingZero);
     }
     let pid: i32 = std::str::from_utf8(digits)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "holds a number too large for a process id".to_string())?;
+        .ok_or(BadPid::TooLarge)?;
     if pid <= 1 {
-        return Err(format!(
-            "names pid {pid}, which is never signalled (1 is the pod's first process, the pause container when the process namespace is shared)"
-        ));
+        return Err(BadPid::NeverSignalled(pid));
     }
     Ok(pid)
 }
@@ -626,13 +641,13 @@ pub fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
 /// Whether a pid file `file_age` old can have been written by (or for) a process `process_age` old: a pid is known
 /// only once its process exists, so a file older than the process (beyond [`STALE_SLACK`]) names an earlier process
 /// whose pid was reused.
-pub fn file_predates_process(file_age: Duration, process_age: Duration) -> bool {
+fn file_predates_process(file_age: Duration, process_age: Duration) -> bool {
     file_age > process_age + STALE_SLACK
 }
 
 /// The start of process `pid` in clock ticks after boot: field 22 of `/proc/<pid>/stat`, counted after the last `)`
 /// (the command name in parentheses may hold spaces and parentheses).
-pub fn start_ticks(stat: &[u8]) -> Option<u64> {
+fn start_ticks(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     // After ")": field 3 (state) is the first; field 22 is the twentieth.
@@ -664,7 +679,7 @@ fn process_age(pid: i32) -> Option<Duration> {
 }
 
 /// One signal to the process the pid file names now. Blocking (file and `/proc` reads).
-pub fn signal_pid_file(pid_file: &Path, signal: SignalName) -> Attempt {
+fn signal_pid_file(pid_file: &Path, signal: SignalName) -> Attempt {
     let skipped = |class, detail| Attempt::Skipped(Miss { class, detail });
     let failed = |class, detail| Attempt::Failed {
         miss: Miss { class, detail },

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use crate::config::Format;
+pub(crate) use crate::config::Format;
 use crate::token::token::TokenRecord;
 use crate::token::Token;
 use rand::Rng;
@@ -28,7 +28,7 @@ pub fn render(format: Format, token: &Token) -> Vec<u8> {
     }
 }
 
-pub fn render_record(rec: &TokenRecord) -> Vec<u8> {
+pub(crate) fn render_record(rec: &TokenRecord) -> Vec<u8> {
     // Serializing a struct of strings and numbers cannot fail.
     let mut v = serde_json::to_vec_pretty(rec).unwrap_or_default();
     v.push(b'\n');
@@ -50,14 +50,14 @@ fn shell_quote(s: &str) -> String {
 /// A write that did not happen; the old file is untouched.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {step}: {source}")]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub step: &'static str,
+pub(crate) struct WriteError {
+    pub(crate) path: PathBuf,
+    pub(crate) step: &'static str,
     #[source]
-    pub source: io::Error,
+    pub(crate) source: io::Error,
 }
 
-pub const TMP_MARK: &str = ".tv-tmp-";
+pub(crate) const TMP_MARK: &str = ".tv-tmp-";
 
 #[cfg(target_os = "linux")]
 const O_PATH: libc::c_int = libc::O_PATH;
@@ -75,7 +75,7 @@ const O_PATH: libc::c_int = 0;
 /// put them ([`resolve_dir`]: `/var/run -> /run` is fine, a link in the app's directory is refused), then trusted as
 /// resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The path as configured, for messages.
     path: PathBuf,
     /// The directory, absolute and free of symlinks when it was resolved.
@@ -118,7 +118,7 @@ fn cvt(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// This process's effective uid: the one uid besides root whose files and directories the sidecar trusts.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -221,7 +221,7 @@ fn resolve_dir(dir: &Path) -> Result<PathBuf, Unresolved> {
 /// Why the directory of output `path` cannot be trusted: a symbolic link on the way that someone other than root or
 /// this sidecar could have planted ([`resolve_dir`]); `None` when there is none (or the path cannot be resolved now,
 /// which its first write reports).
-pub fn planted_symlink(path: &Path) -> Option<String> {
+pub(crate) fn planted_symlink(path: &Path) -> Option<String> {
     match resolve_dir(parent_or_dot(path)) {
         Err(Unresolved::Planted(why)) => Some(why),
         _ => None,
@@ -240,7 +240,7 @@ fn parent_or_dot(path: &Path) -> &Path {
 impl Target {
     /// Resolves the directory of `path` now ([`resolve_dir`]): symbolic links followed only where they can be trusted,
     /// missing parts appended.
-    pub fn resolve(path: &Path) -> Result<Target, WriteError> {
+    pub(crate) fn resolve(path: &Path) -> Result<Target, WriteError> {
         let err = |source: io::Error| WriteError {
             path: path.to_path_buf(),
             step: "resolve the directory",
@@ -267,7 +267,7 @@ impl Target {
     }
 
     /// A target whose directory could not be resolved: writes walk the path as given and report what fails.
-    pub fn unresolved(path: &Path) -> Target {
+    pub(crate) fn unresolved(path: &Path) -> Target {
         Target {
             path: path.to_path_buf(),
             dir: parent_or_dot(path).to_path_buf(),
@@ -276,11 +276,11 @@ impl Target {
     }
 
     /// The path as configured.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn name(&self) -> &std::ffi::OsStr {
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
         &self.name
     }
 
@@ -291,7 +291,10 @@ impl Target {
     /// in it for a restart to follow, and the app only needs to pass through. Its group is the file's gid when one is
     /// set (mode 0750: the app's group may enter and list); with a uid but no gid, others may pass through but not
     /// list (0751), so the app's uid still reaches its file.
-    pub fn open_dir(&self, create: Option<(Option<u32>, Option<u32>)>) -> Result<File, WriteError> {
+    pub(crate) fn open_dir(
+        &self,
+        create: Option<(Option<u32>, Option<u32>)>,
+    ) -> Result<File, WriteError> {
         use std::os::fd::AsRawFd;
         use std::path::Component;
         let err = |step: &'static str| {
@@ -378,7 +381,7 @@ impl Target {
     }
 
     /// Replaces the file atomically through the directory handle: temp file, write, owner and mode, fsync, rename, fsync the directory.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         bytes: &[u8],
         mode: u32,
@@ -438,7 +441,13 @@ impl Target {
     }
 
     /// Whether the file already holds these bytes, mode and owner (read through the directory handle, bounded).
-    pub fn holds(&self, bytes: &[u8], mode: u32, uid: Option<u32>, gid: Option<u32>) -> bool {
+    pub(crate) fn holds(
+        &self,
+        bytes: &[u8],
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(dir) = self.open_dir(None) else {
             return false;
@@ -455,7 +464,7 @@ impl Target {
     }
 
     /// Deletes the file (never through a symlinked directory).
-    pub fn remove(&self) -> Result<(), WriteError> {
+    pub(crate) fn remove(&self) -> Result<(), WriteError> {
         use std::os::fd::AsRawFd;
         let dir = self.open_dir(None)?;
         let c = cstr(&self.name).map_err(|source| WriteError {
@@ -474,21 +483,9 @@ impl Target {
     }
 
     /// Removes temporary files a killed writer left next to this file.
-    pub fn remove_stale_temps(&self) {
+    pub(crate) fn remove_stale_temps(&self) {
         remove_stale_temps(&self.dir.join(&self.name));
     }
-}
-
-/// Replaces `path` atomically: temp file in the same directory, write, mode and owner, fsync, rename, fsync the directory.
-/// Resolves the directory now; a long-lived writer resolves a [`Target`] once and writes through it.
-pub fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> Result<(), WriteError> {
-    Target::resolve(path)?.write(bytes, mode, uid, gid)
 }
 
 fn parent(path: &Path) -> &Path {
@@ -496,7 +493,7 @@ fn parent(path: &Path) -> &Path {
 }
 
 /// Removes temporary files a killed writer left next to `path`.
-pub fn remove_stale_temps(path: &Path) {
+pub(crate) fn remove_stale_temps(path: &Path) {
     let (dir, Some(name)) = (parent(path), path.file_name()) else {
         return;
     };
@@ -518,7 +515,7 @@ pub fn remove_stale_temps(path: &Path) {
 
 /// Why an output path could not be written now ([`check_writable`]).
 #[derive(Debug, thiserror::Error)]
-pub enum NotWritable {
+pub(crate) enum NotWritable {
     #[error("{} is a directory; give a file path", .0.display())]
     IsADirectory(PathBuf),
     #[error("{} is not a directory, so {} cannot be created", .dir.display(), .path.display())]
@@ -531,7 +528,7 @@ pub enum NotWritable {
 }
 
 /// Says whether `path` could be written now, without touching an existing file.
-pub fn check_writable(path: &Path) -> Result<(), NotWritable> {
+pub(crate) fn check_writable(path: &Path) -> Result<(), NotWritable> {
     if path.is_dir() {
         return Err(NotWritable::IsADirectory(path.to_path_buf()));
     }
@@ -588,6 +585,17 @@ mod tests {
             scope: Some("read".into()),
             lifetime_source: LifetimeSource::ExpiresIn,
         }
+    }
+
+    /// One write to `path` through a [`Target`] resolved now (the daemon resolves once and keeps it).
+    fn write_atomic(
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(), WriteError> {
+        Target::resolve(path)?.write(bytes, mode, uid, gid)
     }
 
     #[test]

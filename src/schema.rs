@@ -13,7 +13,7 @@ use crate::config::raw::{HumanDuration, RawMode, RawToken};
 use crate::config::Format;
 
 /// The JSON Schema (draft 2020-12) of a token entry, with its sub-schemas under `$defs`.
-pub fn token_schema() -> serde_json::Value {
+fn token_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(RawToken);
     schema.insert(
         "$comment".into(),

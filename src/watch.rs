@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// Every file the daemon reads while it runs: the config, the credential and key files of the client authentication
 /// and grant, and the TLS files of each token's HTTP client.
-pub fn served_files<'a>(config_path: &'a Path, config: &'a Config) -> Vec<&'a Path> {
+fn served_files<'a>(config_path: &'a Path, config: &'a Config) -> Vec<&'a Path> {
     let mut files: Vec<&Path> = vec![config_path];
     for t in &config.tokens {
         files.extend(t.auth.files());
@@ -32,7 +32,10 @@ pub fn served_files<'a>(config_path: &'a Path, config: &'a Config) -> Vec<&'a Pa
 }
 
 /// The directories to watch and, in each, the names of the files served from it.
-pub fn watched_dirs(config_path: &Path, config: &Config) -> BTreeMap<PathBuf, BTreeSet<OsString>> {
+pub(crate) fn watched_dirs(
+    config_path: &Path,
+    config: &Config,
+) -> BTreeMap<PathBuf, BTreeSet<OsString>> {
     let mut dirs: BTreeMap<PathBuf, BTreeSet<OsString>> = BTreeMap::new();
     for f in served_files(config_path, config) {
         let dir = match f.parent() {
@@ -95,7 +98,7 @@ fn is_change(kind: &notify::EventKind) -> bool {
 }
 
 /// A live watch; dropping it stops the events.
-pub struct DirWatch {
+pub(crate) struct DirWatch {
     watcher: Option<RecommendedWatcher>,
     dirs: BTreeSet<PathBuf>,
     /// The served files per directory, shared with the watcher's callback.
@@ -104,7 +107,7 @@ pub struct DirWatch {
 
 impl DirWatch {
     /// Starts watching; events arrive as `()` on `tx`. Failure to watch is logged, not fatal: the slow poll still runs.
-    pub fn new(tx: mpsc::UnboundedSender<()>) -> DirWatch {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<()>) -> DirWatch {
         let served: Arc<Mutex<BTreeMap<PathBuf, BTreeSet<OsString>>>> = Arc::default();
         let filter = served.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -132,7 +135,7 @@ impl DirWatch {
     }
 
     /// Makes the watched set equal to `dirs` (from [`watched_dirs`]).
-    pub fn set(&mut self, dirs: BTreeMap<PathBuf, BTreeSet<OsString>>) {
+    pub(crate) fn set(&mut self, dirs: BTreeMap<PathBuf, BTreeSet<OsString>>) {
         let wanted: BTreeSet<PathBuf> = dirs.keys().cloned().collect();
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = dirs;
         let Some(w) = self.watcher.as_mut() else {

@@ -12,10 +12,10 @@ use crate::token::auth::{AssertionAudience, ClientAuth, KeyIdSource, PrivateKeyJ
 use crate::token::jws::{Alg, DEFAULT_LIFETIME};
 
 /// Where the chart projects the pod's service-account token for the sidecar.
-pub const DEFAULT_ASSERTION_FILE: &str = "/var/run/secrets/token-vendor/token";
+const DEFAULT_ASSERTION_FILE: &str = "/var/run/secrets/token-vendor/token";
 
 /// A checked key- or assertion-based method, waiting for the client id.
-pub enum Keyed {
+pub(crate) enum Keyed {
     Jwt {
         private_key_file: PathBuf,
         alg: Option<Alg>,
@@ -27,7 +27,7 @@ pub enum Keyed {
 }
 
 impl Keyed {
-    pub fn into_auth(self, client_id: CredentialSource) -> ClientAuth {
+    pub(crate) fn into_auth(self, client_id: CredentialSource) -> ClientAuth {
         match self {
             Keyed::Jwt {
                 private_key_file,
@@ -51,7 +51,7 @@ impl Keyed {
 /// `None` for the secret-based methods (after refusing keys that belong to the others); for the keyed methods
 /// `Some(Some(..))` when valid, `Some(None)` when problems were recorded. The caller then skips `client_secret`.
 /// `method` is the configured one, or for `auto` the one its credentials imply; `issuer` is set with discovery.
-pub fn keyed(
+pub(crate) fn keyed(
     raw: &RawToken,
     method: Option<RawAuthMethod>,
     issuer: Option<&str>,

@@ -8,9 +8,9 @@ use super::Problem;
 use crate::token::Grant;
 
 /// Where the chart mounts the projected service-account token.
-pub const DEFAULT_SUBJECT_TOKEN_FILE: &str = "/var/run/secrets/token-vendor/token";
+const DEFAULT_SUBJECT_TOKEN_FILE: &str = "/var/run/secrets/token-vendor/token";
 /// RFC 8693 §3: the subject token is a JWT (a Kubernetes service-account token is one).
-pub const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Form fields the token-exchange grant sets itself; `params` may not override them.
 const EXCHANGE_FIELDS: &[&str] = &[
@@ -20,15 +20,15 @@ const EXCHANGE_FIELDS: &[&str] = &[
 ];
 
 /// The grant keys of one token as written.
-pub struct RawGrantKeys {
-    pub grant: Option<RawGrant>,
-    pub subject_token_file: Option<PathBuf>,
-    pub subject_token_type: Option<String>,
-    pub requested_token_type: Option<String>,
+pub(crate) struct RawGrantKeys {
+    pub(crate) grant: Option<RawGrant>,
+    pub(crate) subject_token_file: Option<PathBuf>,
+    pub(crate) subject_token_type: Option<String>,
+    pub(crate) requested_token_type: Option<String>,
 }
 
 /// The grant, or its problems; `at` is the token's path (`tokens[0]`).
-pub fn grant(
+pub(crate) fn grant(
     raw: RawGrantKeys,
     params: &BTreeMap<String, String>,
     at: &str,

@@ -5,12 +5,12 @@
 //! `HttpConfig`) and is pure: it opens no file, not even its own (`crate::load` reads it and runs the checks that look
 //! at the file system and the environment; `crate::check` opens the files it names).
 
-pub mod auth;
+pub(crate) mod auth;
 mod grant;
-pub mod notify;
+pub(crate) mod notify;
 pub(crate) mod raw;
 mod validate;
-pub use validate::salvage;
+pub(crate) use validate::salvage;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,19 +22,19 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::credentials::CredentialSource;
-pub use crate::token::discovery::Discovery;
-pub use crate::token::http::HttpConfig;
+pub(crate) use crate::token::discovery::Discovery;
+pub(crate) use crate::token::http::HttpConfig;
 use crate::token::{ClientAuth, Grant};
-pub use notify::NotifyConfig;
+pub(crate) use notify::NotifyConfig;
 
 /// A checked configuration: every value here is valid, nothing downstream re-checks it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     pub log: LogConfig,
     pub refresh: RefreshPolicy,
-    pub reload: ReloadConfig,
-    pub on_exit: OnExit,
+    pub(crate) reload: ReloadConfig,
+    pub(crate) on_exit: OnExit,
     /// Where warm-start state and its key live; only this sidecar's uid may write it (`refresh::sink`).
     pub state_dir: Option<PathBuf>,
     pub tokens: Vec<TokenConfig>,
@@ -73,12 +73,12 @@ impl Default for RefreshPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReloadConfig {
-    pub poll_interval: Duration,
+pub(crate) struct ReloadConfig {
+    pub(crate) poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnExit {
+pub(crate) enum OnExit {
     Keep,
     Remove,
 }
@@ -86,23 +86,23 @@ pub enum OnExit {
 /// One configured token: where to get it, with what, and where to write it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// The token endpoint; with `discovery`, the issuer's URL until the document names the endpoint at run time.
-    pub token_url: Url,
+    pub(crate) token_url: Url,
     /// `issuer:` configured: the token endpoint (and with `auth_method: auto`, the method) comes from discovery.
-    pub discovery: Option<Discovery>,
+    pub(crate) discovery: Option<Discovery>,
     /// How the client authenticates; reads its credentials fresh for every request.
-    pub auth: ClientAuth,
-    pub grant: Grant,
-    pub scope: Option<String>,
-    pub audience: Option<String>,
-    pub resource: Vec<String>,
-    pub params: BTreeMap<String, String>,
-    pub default_lifetime: Duration,
-    pub http: HttpConfig,
+    pub(crate) auth: ClientAuth,
+    pub(crate) grant: Grant,
+    pub(crate) scope: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) resource: Vec<String>,
+    pub(crate) params: BTreeMap<String, String>,
+    pub(crate) default_lifetime: Duration,
+    pub(crate) http: HttpConfig,
     pub outputs: Vec<OutputConfig>,
     /// Told after each successful publish that the token changed (`crate::notify`).
-    pub notify: Option<NotifyConfig>,
+    pub(crate) notify: Option<NotifyConfig>,
 }
 
 /// The format of an output file.
@@ -119,24 +119,13 @@ pub enum Format {
     Env,
 }
 
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Header => "header",
-            Format::Json => "json",
-            Format::Env => "env",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputConfig {
-    pub path: PathBuf,
-    pub format: Format,
-    pub mode: u32,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
+    pub(crate) path: PathBuf,
+    pub(crate) format: Format,
+    pub(crate) mode: u32,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
 }
 
 /// One thing wrong with a config: where (key path) and what, with what to do about it.
@@ -149,7 +138,7 @@ pub struct Problem {
 /// Every problem found in one config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     pub problems: Vec<Problem>,
 }
 

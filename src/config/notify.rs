@@ -8,13 +8,13 @@ use url::Url;
 use super::raw::{RawNotify, RawNotifyHttp, RawNotifySignal};
 
 /// How long one POST to the app may take when `timeout` is not set.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest `timeout` of one POST: the app is on loopback, so a longer wait only hides a hung listener.
-pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to run after each successful publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyConfig {
+pub(crate) enum NotifyConfig {
     /// POST `{"token", "refresh_time"}` to a loopback URL, retried with backoff until the next publish.
     Http { url: Url, timeout: Duration },
     /// Send `signal` to the pid read from `pid_file` right before each send; never retried.
@@ -26,7 +26,7 @@ pub enum NotifyConfig {
 
 impl NotifyConfig {
     /// The hook's kind as `/status` and the logs name it.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             NotifyConfig::Http { .. } => "http",
             NotifyConfig::Signal { .. } => "signal",
@@ -36,14 +36,14 @@ impl NotifyConfig {
 
 /// A signal the sidecar may send: one an app can take as "reload", or TERM/INT for an app that restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignalName {
-    pub name: &'static str,
-    pub number: i32,
+pub(crate) struct SignalName {
+    pub(crate) name: &'static str,
+    pub(crate) number: i32,
 }
 
 /// The signals `notify.signal.signal` accepts, by their `SIG` names. KILL, STOP and the core-dumping signals are
 /// not among them: none of them tells an app anything it could act on.
-pub const SIGNALS: &[SignalName] = &[
+const SIGNALS: &[SignalName] = &[
     SignalName {
         name: "SIGHUP",
         number: libc::SIGHUP,
@@ -76,7 +76,7 @@ pub const SIGNALS: &[SignalName] = &[
 
 impl SignalName {
     /// `SIGHUP` or `HUP`, upper case, as `kill -l` and most docs write it.
-    pub fn parse(s: &str) -> Option<SignalName> {
+    pub(crate) fn parse(s: &str) -> Option<SignalName> {
         let full = if s.starts_with("SIG") {
             s.to_string()
         } else {
@@ -87,7 +87,7 @@ impl SignalName {
 }
 
 /// The notify hook, or the problems as (config path, message); `at` is the token's path (`tokens[0]`).
-pub fn notify(raw: RawNotify, at: &str) -> Result<NotifyConfig, Vec<(String, String)>> {
+pub(crate) fn notify(raw: RawNotify, at: &str) -> Result<NotifyConfig, Vec<(String, String)>> {
     let at = format!("{at}.notify");
     match (raw.http, raw.signal) {
         (Some(_), Some(_)) => Err(vec![(

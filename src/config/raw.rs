@@ -17,7 +17,7 @@ use super::Format;
     description = "How the client authenticates: client_secret_basic (default), client_secret_basic_raw, client_secret_post, private_key_jwt, client_assertion_file, none (a public client), or auto (with issuer: chosen from the discovery document)."
 )]
 #[allow(clippy::enum_variant_names)]
-pub enum RawAuthMethod {
+pub(crate) enum RawAuthMethod {
     ClientSecretBasic,
     ClientSecretBasicRaw,
     ClientSecretPost,
@@ -33,139 +33,141 @@ pub enum RawAuthMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[schemars(description = "client_credentials (default) or token_exchange (RFC 8693).")]
-pub enum RawGrant {
+pub(crate) enum RawGrant {
     ClientCredentials,
     TokenExchange,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
-    pub format: Option<RawLogFormat>,
-    pub level: Option<String>,
+pub(crate) struct RawLog {
+    pub(crate) format: Option<RawLogFormat>,
+    pub(crate) level: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RawLogFormat {
+pub(crate) enum RawLogFormat {
     Json,
     Text,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRefresh {
-    pub window: Option<[f64; 2]>,
-    pub min_backoff: Option<HumanDuration>,
-    pub max_backoff: Option<HumanDuration>,
+pub(crate) struct RawRefresh {
+    pub(crate) window: Option<[f64; 2]>,
+    pub(crate) min_backoff: Option<HumanDuration>,
+    pub(crate) max_backoff: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawReload {
-    pub poll_interval: Option<HumanDuration>,
+pub(crate) struct RawReload {
+    pub(crate) poll_interval: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RawOnExit {
+pub(crate) enum RawOnExit {
     Keep,
     Remove,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawToken {
-    pub name: String,
-    pub base_url: Option<String>,
-    pub token_url: Option<String>,
-    pub issuer: Option<String>,
-    pub client_id: Option<String>,
-    pub client_id_file: Option<PathBuf>,
-    pub client_id_env: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    pub client_secret_env: Option<String>,
-    pub auth_method: Option<RawAuthMethod>,
-    pub scope: Option<String>,
-    pub audience: Option<String>,
-    pub resource: Option<OneOrMany>,
-    pub params: Option<BTreeMap<String, String>>,
-    pub default_lifetime: Option<HumanDuration>,
-    pub http: Option<RawHttp>,
-    pub outputs: Vec<RawOutput>,
-    pub private_key_file: Option<PathBuf>,
-    pub alg: Option<String>,
-    pub kid: Option<String>,
-    pub certificate_file: Option<PathBuf>,
-    pub assertion_audience: Option<String>,
-    pub assertion_lifetime: Option<HumanDuration>,
-    pub client_assertion_file: Option<PathBuf>,
-    pub grant: Option<RawGrant>,
-    pub subject_token_file: Option<PathBuf>,
-    pub subject_token_type: Option<String>,
-    pub requested_token_type: Option<String>,
+pub(crate) struct RawToken {
+    pub(crate) name: String,
+    pub(crate) base_url: Option<String>,
+    pub(crate) token_url: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_id_file: Option<PathBuf>,
+    pub(crate) client_id_env: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_file: Option<PathBuf>,
+    pub(crate) client_secret_env: Option<String>,
+    pub(crate) auth_method: Option<RawAuthMethod>,
+    pub(crate) scope: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) resource: Option<OneOrMany>,
+    pub(crate) params: Option<BTreeMap<String, String>>,
+    pub(crate) default_lifetime: Option<HumanDuration>,
+    pub(crate) http: Option<RawHttp>,
+    /// Declared for `deny_unknown_fields` and the schema; validation reads each output on its own and leaves this empty.
+    #[allow(dead_code)]
+    pub(crate) outputs: Vec<RawOutput>,
+    pub(crate) private_key_file: Option<PathBuf>,
+    pub(crate) alg: Option<String>,
+    pub(crate) kid: Option<String>,
+    pub(crate) certificate_file: Option<PathBuf>,
+    pub(crate) assertion_audience: Option<String>,
+    pub(crate) assertion_lifetime: Option<HumanDuration>,
+    pub(crate) client_assertion_file: Option<PathBuf>,
+    pub(crate) grant: Option<RawGrant>,
+    pub(crate) subject_token_file: Option<PathBuf>,
+    pub(crate) subject_token_type: Option<String>,
+    pub(crate) requested_token_type: Option<String>,
     /// Read into [`RawNotify`] on its own, so that a bad key inside is not also reported as a missing hook.
     #[schemars(
         with = "Option<RawNotify>",
         description = "Tell the app after each new token: http or signal, one of them."
     )]
-    pub notify: Option<serde_yaml_ng::Value>,
+    pub(crate) notify: Option<serde_yaml_ng::Value>,
 }
 
 /// `notify`: how the app is told that its token changed (checked in `config::notify`).
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(description = "Tell the app after each new token: http or signal, one of them.")]
-pub struct RawNotify {
-    pub http: Option<RawNotifyHttp>,
-    pub signal: Option<RawNotifySignal>,
+pub(crate) struct RawNotify {
+    pub(crate) http: Option<RawNotifyHttp>,
+    pub(crate) signal: Option<RawNotifySignal>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawNotifyHttp {
-    pub url: String,
-    pub timeout: Option<HumanDuration>,
+pub(crate) struct RawNotifyHttp {
+    pub(crate) url: String,
+    pub(crate) timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawNotifySignal {
-    pub pid_file: PathBuf,
-    pub signal: Option<String>,
+pub(crate) struct RawNotifySignal {
+    pub(crate) pid_file: PathBuf,
+    pub(crate) signal: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawHttp {
-    pub timeout: Option<HumanDuration>,
-    pub connect_timeout: Option<HumanDuration>,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-    pub allow_insecure_http: Option<bool>,
+pub(crate) struct RawHttp {
+    pub(crate) timeout: Option<HumanDuration>,
+    pub(crate) connect_timeout: Option<HumanDuration>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert_file: Option<PathBuf>,
+    pub(crate) client_key_file: Option<PathBuf>,
+    pub(crate) allow_insecure_http: Option<bool>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawOutput {
-    pub path: PathBuf,
-    pub format: Option<Format>,
-    pub mode: Option<RawMode>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
+pub(crate) struct RawOutput {
+    pub(crate) path: PathBuf,
+    pub(crate) format: Option<Format>,
+    pub(crate) mode: Option<RawMode>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
 }
 
 /// A file mode written as an octal string; a bare YAML number is refused because `0640` and `640` read differently.
-pub struct RawMode(pub String);
+pub(crate) struct RawMode(pub(crate) String);
 
 impl<'de> Deserialize<'de> for RawMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -193,7 +195,7 @@ impl<'de> Deserialize<'de> for RawMode {
 
 /// A duration written in humantime form (`90s`, `10m`, `1h 30m`).
 #[derive(Clone, Copy)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -24,7 +24,7 @@ use crate::token::{ClientAuth, Grant};
 
 /// Parses and checks config text: the config, or every problem found. Relative paths resolve against `base`, the
 /// config file's directory.
-pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
     };
@@ -38,7 +38,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
 /// are checked too and one run reports every problem. What could not be read is replaced by inert stand-ins (an
 /// inline credential, a loopback URL, a token with no outputs, defaults), which name no file and so add no problem;
 /// each token keeps its index. Never run: `None` when the text is not a YAML mapping. `file` resolves relative paths.
-pub fn salvage(text: &str, file: &Path) -> Option<Config> {
+pub(crate) fn salvage(text: &str, file: &Path) -> Option<Config> {
     crate::fsread::yaml_precheck(text, crate::fsread::YAML_MAX_DEPTH).ok()?;
     let mut c = Checker {
         problems: Vec::new(),
@@ -864,7 +864,7 @@ fn output_config(raw: RawOutput, at: &str, c: &mut Checker) -> Option<OutputConf
 /// belongs to) that is relative is taken relative to the config file's directory, not the working directory: the
 /// config means the same wherever the process is started. One pass over the YAML, before any key is read, so a new
 /// `*_file` key is covered without a line here. `params` are form fields, not paths, and are left alone.
-pub fn resolve_relative_paths(v: &mut Value, base: &Path) {
+fn resolve_relative_paths(v: &mut Value, base: &Path) {
     if base.as_os_str().is_empty() {
         return;
     }

@@ -411,7 +411,7 @@ fn pids_are_parsed_strictly() {
         (b"0", "names pid 0"),
         (b"1\n", "names pid 1"),
     ] {
-        let e = parse_pid(text).unwrap_err();
+        let e = parse_pid(text).unwrap_err().to_string();
         assert!(e.contains(why), "{text:?}: {e}");
     }
 }

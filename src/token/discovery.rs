@@ -14,22 +14,22 @@ use super::response::{read_bounded, retry_after, BodyError};
 use super::transport::{env_proxy_carries, secure_or_loopback};
 
 /// Metadata documents are a few KiB; anything past this is refused, never buffered.
-pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 /// The longest `token_endpoint` adopted. It is shown as it is (in `/status`, in every error about a request), so it
 /// must be text that [`sanitize`] would leave alone within this many characters; real ones are under 200.
-pub const MAX_ENDPOINT_CHARS: usize = 1024;
+const MAX_ENDPOINT_CHARS: usize = 1024;
 
 const OIDC_WELL_KNOWN: &str = "/.well-known/openid-configuration";
 const RFC8414_WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
 
 /// OIDC discovery / RFC 8414 for one token (this module does the fetching and checking); `config` builds it from `issuer:` and `auth_method: auto`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    pub issuer: Issuer,
+pub(crate) struct Discovery {
+    pub(crate) issuer: Issuer,
     /// `auth_method: auto`: `auth` is the preferred form of the configured credentials, switched to what the
     /// document supports (`client_secret_basic` to `client_secret_post`), or refused when it supports neither.
-    pub auto: bool,
+    pub(crate) auto: bool,
 }
 
 /// An issuer identifier exactly as configured (the document must repeat it byte for byte), and its URL.
@@ -62,17 +62,17 @@ impl Issuer {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
-    pub fn url(&self) -> &Url {
+    pub(crate) fn url(&self) -> &Url {
         &self.url
     }
 
     /// Where to look, in order: the OIDC form (appended to the whole issuer), then RFC 8414's
     /// (inserted after the host). A terminating `/` is dropped first (OIDC Discovery §4).
-    pub fn well_known_urls(&self) -> [Url; 2] {
+    fn well_known_urls(&self) -> [Url; 2] {
         let path = self.url.path().trim_end_matches('/');
         let mut oidc = self.url.clone();
         oidc.set_path(&format!("{path}{OIDC_WELL_KNOWN}"));
@@ -97,9 +97,9 @@ pub struct Document {
     /// RFC 8414 §2: absent means `["client_secret_basic"]`.
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// Empty when the document does not say.
-    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// `None` when the document does not say (RFC 8414's default is not about client credentials).
-    pub grant_types_supported: Option<Vec<String>>,
+    grant_types_supported: Option<Vec<String>>,
     /// The well-known URL that answered.
     #[serde(with = "url_string")]
     pub source: Url,
@@ -116,7 +116,11 @@ struct RawDocument {
 
 impl Document {
     /// Parses a document fetched from `source`, requiring its `issuer` to equal `issuer` exactly and a usable `token_endpoint`.
-    pub fn parse(body: &[u8], issuer: &Issuer, source: &Url) -> Result<Document, DiscoveryError> {
+    pub(crate) fn parse(
+        body: &[u8],
+        issuer: &Issuer,
+        source: &Url,
+    ) -> Result<Document, DiscoveryError> {
         let bad = |reason: String| DiscoveryError::BadDocument {
             url: source.to_string(),
             reason,
@@ -175,7 +179,7 @@ impl Document {
     /// text) and never when a proxy from the environment would carry it (the client credential, or the subject token
     /// of an exchange, would reach the proxy in clear). `allow_insecure_http` is consent for a configured URL and does
     /// not extend to one a server names.
-    pub fn check_transport(&self, issuer: &Issuer) -> Result<(), DiscoveryError> {
+    pub(crate) fn check_transport(&self, issuer: &Issuer) -> Result<(), DiscoveryError> {
         self.transport_rule(issuer, env_proxy_carries)
     }
 
@@ -250,17 +254,6 @@ pub enum PickedMethod {
     ClientSecretPost,
 }
 
-impl PickedMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PickedMethod::PrivateKeyJwt => "private_key_jwt",
-            PickedMethod::ClientAssertionFile => "client_assertion_file",
-            PickedMethod::ClientSecretBasic => "client_secret_basic",
-            PickedMethod::ClientSecretPost => "client_secret_post",
-        }
-    }
-}
-
 /// The best method both sides have: a signed assertion, then a mounted assertion, then Basic, then post.
 pub fn pick_auth_method(
     supported: &[String],
@@ -316,24 +309,24 @@ pub fn pick_auth_method(
 }
 
 /// How long a discovered document is used before it is fetched again (a failed refetch keeps the old one).
-pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
+const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// A checked document and when it was fetched: what the warm-start state keeps so that a restart while the
 /// identity provider is down still knows the token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cached {
-    pub document: Document,
+pub(crate) struct Cached {
+    pub(crate) document: Document,
     /// Seconds since the Unix epoch.
-    pub fetched_at: u64,
+    pub(crate) fetched_at: u64,
 }
 
 impl Cached {
-    pub fn fetched_at(&self) -> SystemTime {
+    pub(crate) fn fetched_at(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(self.fetched_at)
     }
 
     /// Due for a refetch at `now`: a day old, or fetched "in the future" (the clock was set back).
-    pub fn is_stale(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_stale(&self, now: SystemTime) -> bool {
         match now.duration_since(self.fetched_at()) {
             Ok(age) => age >= REFRESH_EVERY,
             Err(_) => true,
@@ -343,7 +336,10 @@ impl Cached {
 
 /// For `auth_method: auto`: the configured credentials in the form the document supports best
 /// (`pick_auth_method`); a secret moves between Basic and post, a key or assertion file stays as it is.
-pub fn choose_auth(configured: &ClientAuth, doc: &Document) -> Result<ClientAuth, DiscoveryError> {
+pub(crate) fn choose_auth(
+    configured: &ClientAuth,
+    doc: &Document,
+) -> Result<ClientAuth, DiscoveryError> {
     let secret = configured.shared_secret();
     let have = Configured {
         secret: secret.is_some(),
@@ -405,7 +401,7 @@ pub enum DiscoveryError {
 impl DiscoveryError {
     /// Network trouble, 5xx, 429, 408, and an oversized or non-JSON answer (often a proxy page) may pass; the rest
     /// needs a config or server change.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             DiscoveryError::Network { .. }
             | DiscoveryError::TooLarge { .. }
@@ -422,7 +418,7 @@ impl DiscoveryError {
     }
 
     /// The server's `Retry-After` in seconds, if it sent one with a 429 or 503.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             DiscoveryError::Status { retry_after, .. } => *retry_after,
             _ => None,
@@ -487,11 +483,11 @@ mod url_string {
     use serde::{Deserialize, Deserializer, Serializer};
     use url::Url;
 
-    pub fn serialize<S: Serializer>(u: &Url, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(u: &Url, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(u.as_str())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
         let s = String::deserialize(d)?;
         Url::parse(&s).map_err(serde::de::Error::custom)
     }

@@ -28,7 +28,7 @@ macro_rules! error_kinds {
             }
 
             /// Permanent errors will not go away by asking again with the same credentials and config.
-            pub fn is_permanent(self) -> bool {
+            pub(crate) fn is_permanent(self) -> bool {
                 match self {
                     $(ErrorKind::$kind => error_kinds!(@permanent $class),)*
                 }
@@ -76,15 +76,15 @@ impl fmt::Display for ErrorKind {
 /// A failed token request. The message names the URL and the cause, never a secret or a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({kind})")]
-pub struct FetchError {
-    pub kind: ErrorKind,
-    pub message: String,
+pub(crate) struct FetchError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
     /// The server's `Retry-After`, as a delay from when the answer arrived.
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl FetchError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         FetchError {
             kind,
             message: message.into(),
@@ -111,13 +111,13 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The shortest run of a secret's characters that is redacted wherever it appears: a server that echoes part of a
 /// credential (a prefix "for reference", a truncated value) must not put that part in a log line.
-pub const REDACT_RUN: usize = 8;
+pub(crate) const REDACT_RUN: usize = 8;
 
 /// Replaces by `(redacted)` every occurrence of each of `forms`, of the same forms with lower-case percent-encoding
 /// (`%2f` for `%2F`), and every run of [`REDACT_RUN`] or more characters taken from a form of that length or longer.
 ///
 /// Works on a mask of `s`, so that one replacement cannot hide or create another; linear in `s` plus the forms.
-pub fn redact(s: &str, forms: &[String]) -> String {
+pub(crate) fn redact(s: &str, forms: &[String]) -> String {
     let mut all: Vec<String> = Vec::with_capacity(forms.len() * 2);
     for f in forms {
         all.push(f.clone());
@@ -204,18 +204,18 @@ fn lower_percent(s: &str) -> String {
 }
 
 /// What a refused client is told to look at (HTTP 401, `invalid_client`, `unauthorized_client`).
-pub const CLIENT_HINT: &str = "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic)";
+const CLIENT_HINT: &str = "likely causes: a wrong client id, a wrong or rotated client secret (or key), or an auth_method this server does not accept (try client_secret_post or client_secret_basic)";
 
 /// What a 404 or an HTML page from the token endpoint is told to look at.
-pub const URL_HINT: &str =
+pub(crate) const URL_HINT: &str =
     "check token_url (or base_url, or issuer): it must name the token endpoint itself";
 
 /// The detail of an answer that is a web page, not JSON.
-pub const HTML_PAGE: &str = "the endpoint returned an HTML page";
+pub(crate) const HTML_PAGE: &str = "the endpoint returned an HTML page";
 
-/// The error for a non-2xx answer from `url`. Server text is stripped of `forms` before it is shortened, so that no
-/// credential survives even in part.
-pub fn status_error(
+/// [`status_error_to`] for an answer with no redirect target: the tests' shorthand.
+#[cfg(test)]
+pub(crate) fn status_error(
     url: &Url,
     status: reqwest::StatusCode,
     body: &[u8],
@@ -227,7 +227,7 @@ pub fn status_error(
 
 /// Whether a 2xx body is an OAuth error response (RFC 6749 §5.2: an `error` code and no `access_token`): some
 /// servers answer errors with 200, and the error says more than "no access_token".
-pub fn is_oauth_error(body: &[u8]) -> bool {
+pub(crate) fn is_oauth_error(body: &[u8]) -> bool {
     serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|m| {
         m.get("error").is_some_and(Value::is_string) && !m.contains_key("access_token")
     })
@@ -235,7 +235,7 @@ pub fn is_oauth_error(body: &[u8]) -> bool {
 
 /// Where a redirect points, for the message: resolved against `url`, with no user info, query or fragment (they may
 /// carry secrets such as a session or a signed parameter). `None` without a usable `Location`.
-pub fn redirect_target(headers: &HeaderMap, url: &Url) -> Option<String> {
+pub(crate) fn redirect_target(headers: &HeaderMap, url: &Url) -> Option<String> {
     let raw = headers.get(LOCATION)?.to_str().ok()?;
     let mut to = url.join(raw).ok()?;
     let had_query = to.query().is_some();
@@ -250,9 +250,10 @@ pub fn redirect_target(headers: &HeaderMap, url: &Url) -> Option<String> {
     Some(shown)
 }
 
-/// [`status_error`] for an answer that may carry a redirect target (from [`redirect_target`]) and may be a 2xx
-/// carrying an OAuth error ([`is_oauth_error`]), which is classified as the same error with a 4xx would be.
-pub fn status_error_to(
+/// The error for a non-2xx answer from `url`, which may carry a redirect target (from [`redirect_target`]), or for a 2xx
+/// carrying an OAuth error ([`is_oauth_error`]), which is classified as the same error with a 4xx would be. Server text
+/// is stripped of `forms` before it is shortened, so that no credential survives even in part.
+pub(crate) fn status_error_to(
     url: &Url,
     status: reqwest::StatusCode,
     body: &[u8],
@@ -339,7 +340,7 @@ fn redact_opt(s: Option<&str>, forms: &[String]) -> Option<String> {
 }
 
 /// The error for a request to `url` that got no complete answer.
-pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
+pub(crate) fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
     let (kind, what) = transport_failure(e);
     let hint = if kind == ErrorKind::UnknownHost {
         format!(
@@ -354,7 +355,7 @@ pub fn transport_error(url: &Url, e: &reqwest::Error) -> FetchError {
 
 /// What went wrong with a request that got no complete answer, in a few cleaned words (the root cause may quote the
 /// server: a certificate's names, say).
-pub fn transport_failure(e: &reqwest::Error) -> (ErrorKind, String) {
+pub(crate) fn transport_failure(e: &reqwest::Error) -> (ErrorKind, String) {
     let cause = root_cause(e);
     if e.is_timeout() {
         (ErrorKind::Timeout, "timed out".to_string())
@@ -387,7 +388,7 @@ fn error_detail(m: &Map<String, Value>) -> Option<&str> {
 }
 
 /// The most characters of one piece of server text (an error description, a discovery field) that a message keeps.
-pub const SERVER_TEXT_MAX: usize = 200;
+pub(crate) const SERVER_TEXT_MAX: usize = 200;
 
 /// The one cleaning that every string a server sent (token and exchange answers, discovery documents, headers, TLS
 /// and connection errors) passes before it reaches a log line, `/status`, a metric label, an error or stderr.
@@ -397,7 +398,7 @@ pub const SERVER_TEXT_MAX: usize = 200;
 /// paragraph separators and the bidirectional controls. The result has at most `max_chars` characters before a
 /// marker that says how many bytes were cut. Only the part kept is looked at, so a megabyte costs no more than
 /// `max_chars` characters.
-pub fn sanitize(s: &str, max_chars: usize) -> String {
+pub(crate) fn sanitize(s: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max_chars) + 32);
     let mut shown = 0;
     for (i, c) in s.char_indices() {
@@ -430,7 +431,7 @@ fn must_escape(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
-pub fn looks_like_html(body: &[u8]) -> bool {
+pub(crate) fn looks_like_html(body: &[u8]) -> bool {
     let start: Vec<u8> = body
         .iter()
         .skip_while(|b| b.is_ascii_whitespace())

@@ -13,7 +13,7 @@ use crate::credentials::CredentialError;
 use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
 
 /// RFC 8693 §2.1's `grant_type` for token exchange.
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// RFC 8693 §3 token types whose value is a JWT by definition.
 const JWT_TYPES: &[&str] = &[
@@ -22,7 +22,7 @@ const JWT_TYPES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     /// RFC 6749 §4.4: `grant_type=client_credentials`.
     ClientCredentials,
     /// RFC 8693: the subject token (e.g. the pod's projected service-account token) is exchanged for the token.
@@ -36,7 +36,7 @@ pub enum Grant {
 
 impl Grant {
     /// The `grant_type` value.
-    pub fn grant_type(&self) -> &'static str {
+    pub(crate) fn grant_type(&self) -> &'static str {
         match self {
             Grant::ClientCredentials => "client_credentials",
             Grant::TokenExchange { .. } => TOKEN_EXCHANGE,
@@ -44,7 +44,7 @@ impl Grant {
     }
 
     /// The files this grant reads at request time: their directories are watched.
-    pub fn files(&self) -> Vec<&Path> {
+    pub(crate) fn files(&self) -> Vec<&Path> {
         match self {
             Grant::ClientCredentials => Vec::new(),
             Grant::TokenExchange {
@@ -54,7 +54,11 @@ impl Grant {
     }
 
     /// Adds the grant's fields to `req`; comes first in the body, as servers' logs and the reference client have it.
-    pub fn apply(&self, req: &mut TokenRequest, _ctx: &RequestContext) -> Result<(), AuthError> {
+    pub(crate) fn apply(
+        &self,
+        req: &mut TokenRequest,
+        _ctx: &RequestContext,
+    ) -> Result<(), AuthError> {
         req.field("grant_type", self.grant_type());
         if let Grant::TokenExchange {
             subject_token_file,
@@ -74,7 +78,7 @@ impl Grant {
     /// What `check` finds wrong with the files this grant reads, as (config key, message): the subject token is read
     /// as a request would read it (regular file, bounded, UTF-8, not empty) and, when it is a JWT, its `exp` is
     /// compared with `now`. Nothing is sent; no message contains the token.
-    pub fn check_files(&self, now: SystemTime) -> Vec<(&'static str, String)> {
+    pub(crate) fn check_files(&self, now: SystemTime) -> Vec<(&'static str, String)> {
         let Grant::TokenExchange {
             subject_token_file: path,
             subject_token_type,
@@ -112,7 +116,7 @@ impl Grant {
     }
 
     /// A hash of what the grant reads now (the subject token), to notice a rotation; 0 for a grant that reads nothing.
-    pub fn fingerprint(&self) -> Result<u64, AuthError> {
+    pub(crate) fn fingerprint(&self) -> Result<u64, AuthError> {
         match self {
             Grant::ClientCredentials => Ok(0),
             Grant::TokenExchange {

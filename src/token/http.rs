@@ -9,17 +9,17 @@ use url::Url;
 
 use crate::fsread::{read_bounded, ReadError, PEM_LIMIT};
 
-pub const USER_AGENT_VALUE: &str = concat!("token-vendor/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT_VALUE: &str = concat!("token-vendor/", env!("CARGO_PKG_VERSION"));
 
 /// A token's HTTP settings, checked by the config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HttpConfig {
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-    pub allow_insecure_http: bool,
+pub(crate) struct HttpConfig {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert_file: Option<PathBuf>,
+    pub(crate) client_key_file: Option<PathBuf>,
+    pub(crate) allow_insecure_http: bool,
 }
 
 impl Default for HttpConfig {
@@ -73,7 +73,7 @@ pub enum HttpClientError {
 /// The PEM files of a token's HTTP client as read at one moment: what the client is built from and what its
 /// fingerprint is taken of, so the two always agree.
 #[derive(Default)]
-pub struct TlsMaterial {
+struct TlsMaterial {
     ca: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -81,7 +81,7 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// Reads `ca_file`, `client_cert_file` and `client_key_file` (regular files only, at most PEM_LIMIT bytes each,
     /// never blocking on a FIFO): call it off the runtime thread.
-    pub fn read(http: &HttpConfig) -> Result<TlsMaterial, HttpClientError> {
+    pub(crate) fn read(http: &HttpConfig) -> Result<TlsMaterial, HttpClientError> {
         let ca = match &http.ca_file {
             Some(path) => Some(read_bounded(path, PEM_LIMIT, true).map_err(|source| {
                 HttpClientError::ReadCa {
@@ -112,7 +112,7 @@ impl TlsMaterial {
 
     /// SHA-256 over every file's length and bytes; `None` when the client reads no file. Compared, never shown: it
     /// tells a rotated certificate or key from the one in use without keeping the key's bytes around.
-    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+    pub(crate) fn fingerprint(&self) -> Option<[u8; 32]> {
         if self.ca.is_none() && self.identity.is_none() {
             return None;
         }
@@ -140,7 +140,10 @@ impl TlsMaterial {
 /// Builds the HTTP client for one token: rustls, timeouts, extra CA, client certificate, no redirects.
 ///
 /// Reads the PEM files (see [`TlsMaterial::read`]): call it off the runtime thread.
-pub fn build_http_client(http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
+pub(crate) fn build_http_client(
+    http: &HttpConfig,
+    url: &Url,
+) -> Result<reqwest::Client, HttpClientError> {
     build_from(http, url, &TlsMaterial::read(http)?)
 }
 
@@ -196,7 +199,7 @@ fn build_from(
 
 /// A built client and the fingerprint of the TLS material it was built from.
 #[derive(Clone)]
-pub struct Built {
+pub(crate) struct Built {
     client: reqwest::Client,
     tls: Option<[u8; 32]>,
 }
@@ -211,13 +214,14 @@ impl Built {
         })
     }
 
-    pub fn tls_fingerprint(&self) -> Option<[u8; 32]> {
+    #[cfg(test)]
+    pub(crate) fn tls_fingerprint(&self) -> Option<[u8; 32]> {
         self.tls
     }
 }
 
 /// What a token's TLS files say compared with the client it runs with.
-pub enum Rotation {
+pub(crate) enum Rotation {
     /// Same content (or no TLS files): nothing to do.
     Same,
     /// New content that makes a client: this one, built from exactly the bytes fingerprinted.
@@ -229,14 +233,18 @@ pub enum Rotation {
 
 /// HTTP clients shared by tokens with the same HTTP settings: one pool and one CA store, not one per token.
 #[derive(Default)]
-pub struct HttpClients(Mutex<HashMap<(HttpConfig, bool), Built>>);
+pub(crate) struct HttpClients(Mutex<HashMap<(HttpConfig, bool), Built>>);
 
 impl HttpClients {
     fn key(http: &HttpConfig, url: &Url) -> (HttpConfig, bool) {
         (http.clone(), url.scheme() == "https")
     }
 
-    pub fn get(&self, http: &HttpConfig, url: &Url) -> Result<reqwest::Client, HttpClientError> {
+    pub(crate) fn get(
+        &self,
+        http: &HttpConfig,
+        url: &Url,
+    ) -> Result<reqwest::Client, HttpClientError> {
         let key = Self::key(http, url);
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = map.get(&key) {
@@ -249,14 +257,14 @@ impl HttpClients {
 
     /// The fingerprint of the TLS material the cached client for these settings was built from (`None`: no TLS
     /// files, or no client built yet).
-    pub fn tls_fingerprint(&self, http: &HttpConfig, url: &Url) -> Option<[u8; 32]> {
+    pub(crate) fn tls_fingerprint(&self, http: &HttpConfig, url: &Url) -> Option<[u8; 32]> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&Self::key(http, url)).and_then(|b| b.tls)
     }
 
     /// Compares the TLS files as they are now with `running` (the fingerprint the token's client was built from)
     /// and builds a new client when they differ. Reads the files: call it off the runtime thread.
-    pub fn rotation(http: &HttpConfig, url: &Url, running: Option<[u8; 32]>) -> Rotation {
+    pub(crate) fn rotation(http: &HttpConfig, url: &Url, running: Option<[u8; 32]>) -> Rotation {
         let material = match TlsMaterial::read(http) {
             Ok(m) => m,
             Err(e) => return Rotation::Unusable(e),
@@ -273,7 +281,7 @@ impl HttpClients {
 
     /// Caches `built` for these settings in place of the client built from the old files, so the next
     /// [`HttpClients::get`] hands it out; tokens still running with the old client keep it until restarted.
-    pub fn replace(&self, http: &HttpConfig, url: &Url, built: Built) {
+    pub(crate) fn replace(&self, http: &HttpConfig, url: &Url, built: Built) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(Self::key(http, url), built);
     }

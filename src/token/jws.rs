@@ -647,75 +647,29 @@ mod tests {
     use secrecy::ExposeSecret;
     use serde_json::Value;
     use std::collections::HashSet;
-    use std::process::Command;
-    use std::sync::OnceLock;
 
-    /// A key made by node's crypto (independent of this module), in every form the tests need.
+    /// A fixed test key made once by openssl (`testdata/make-keys.sh`), independently of this module.
     struct TestKey {
-        pkcs8: String,
-        pkcs1_or_sec1: String,
-        encrypted: String,
-        /// The public key in ring's verification format, exported by node, not derived by this module.
-        public: Vec<u8>,
+        pkcs8: &'static str,
+        /// The public key in ring's verification format, exported by openssl, not derived by this module.
+        public: &'static [u8],
     }
 
-    const KEYGEN: &str = r#"
-const { generateKeyPairSync } = require('node:crypto');
-const [kind, param] = process.argv.slice(1);
-const { privateKey, publicKey } = kind === 'rsa'
-  ? generateKeyPairSync('rsa', { modulusLength: Number(param) })
-  : generateKeyPairSync('ec', { namedCurve: param });
-let pub;
-if (kind === 'rsa') {
-  pub = publicKey.export({ type: 'pkcs1', format: 'der' });
-} else {
-  const jwk = publicKey.export({ format: 'jwk' });
-  pub = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
-}
-process.stdout.write(JSON.stringify({
-  pkcs8: privateKey.export({ type: 'pkcs8', format: 'pem' }),
-  legacy: privateKey.export({ type: kind === 'rsa' ? 'pkcs1' : 'sec1', format: 'pem' }),
-  encrypted: privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'test' }),
-  public: pub.toString('base64'),
-}));
-"#;
-
-    /// Runs node; a machine without node fails the test with the reason instead of skipping it.
-    fn generate(kind: &str, param: &str) -> TestKey {
-        let out = Command::new("node")
-            .args(["-e", KEYGEN, kind, param])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("these tests generate keys with node, which did not run: {e}")
-            });
-        assert!(
-            out.status.success(),
-            "node keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("node keygen output");
-        let s = |k: &str| v[k].as_str().expect("keygen field").to_string();
-        TestKey {
-            pkcs8: s("pkcs8"),
-            pkcs1_or_sec1: s("legacy"),
-            encrypted: s("encrypted"),
-            public: base64::engine::general_purpose::STANDARD
-                .decode(s("public"))
-                .expect("base64"),
+    fn key(name: &str) -> TestKey {
+        macro_rules! testdata {
+            ($name:literal) => {
+                TestKey {
+                    pkcs8: include_str!(concat!("testdata/", $name, ".pem")),
+                    public: include_bytes!(concat!("testdata/", $name, ".public")),
+                }
+            };
         }
-    }
-
-    fn key(name: &str) -> &'static TestKey {
-        static RSA: OnceLock<TestKey> = OnceLock::new();
-        static RSA_OTHER: OnceLock<TestKey> = OnceLock::new();
-        static P256: OnceLock<TestKey> = OnceLock::new();
-        static P384: OnceLock<TestKey> = OnceLock::new();
         match name {
-            "rsa" => RSA.get_or_init(|| generate("rsa", "2048")),
-            "rsa-other" => RSA_OTHER.get_or_init(|| generate("rsa", "2048")),
-            "p256" => P256.get_or_init(|| generate("ec", "P-256")),
-            "p384" => P384.get_or_init(|| generate("ec", "P-384")),
-            _ => unreachable!(),
+            "rsa" => testdata!("rsa"),
+            "rsa-other" => testdata!("rsa-other"),
+            "p256" => testdata!("p256"),
+            "p384" => testdata!("p384"),
+            _ => unreachable!("no test key {name}"),
         }
     }
 
@@ -761,7 +715,7 @@ process.stdout.write(JSON.stringify({
             let k = key(name);
             let signing = SigningKey::from_pem(k.pkcs8.as_bytes()).expect("key loads");
             assert_eq!(signing.key_type().to_string(), key_type);
-            assert_eq!(signing.public_key(), k.public.as_slice());
+            assert_eq!(signing.public_key(), k.public);
             let signer = AssertionSigner::new(signing, Some(alg), KeyId::None).expect("alg fits");
             let jws = signer
                 .sign_assertion(
@@ -771,7 +725,7 @@ process.stdout.write(JSON.stringify({
                     DEFAULT_LIFETIME,
                 )
                 .expect("signs");
-            let (header, claims) = verified(jws.expose_secret(), alg, &k.public);
+            let (header, claims) = verified(jws.expose_secret(), alg, k.public);
             assert_eq!(
                 header,
                 serde_json::json!({"alg": alg.as_str(), "typ": "JWT"})
@@ -810,7 +764,7 @@ process.stdout.write(JSON.stringify({
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         let other = signature::UnparsedPublicKey::new(
             &signature::RSA_PKCS1_2048_8192_SHA256,
-            key("rsa-other").public.as_slice(),
+            key("rsa-other").public,
         );
         assert!(other
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
@@ -830,7 +784,7 @@ process.stdout.write(JSON.stringify({
             let jws = signer
                 .sign_assertion("c", "a", at(10), DEFAULT_LIFETIME)
                 .unwrap();
-            let (header, _) = verified(jws.expose_secret(), alg, &key(name).public);
+            let (header, _) = verified(jws.expose_secret(), alg, key(name).public);
             assert_eq!(header["alg"], alg.as_str());
         }
     }
@@ -938,7 +892,7 @@ process.stdout.write(JSON.stringify({
         let jws = signer
             .sign_assertion("c", "a", at(1), DEFAULT_LIFETIME)
             .unwrap();
-        let (header, _) = verified(jws.expose_secret(), Alg::ES384, &key("p384").public);
+        let (header, _) = verified(jws.expose_secret(), Alg::ES384, key("p384").public);
         assert_eq!(
             header,
             serde_json::json!({"alg": "ES384", "typ": "JWT", "kid": "key-2026"})
@@ -960,7 +914,7 @@ process.stdout.write(JSON.stringify({
             ("p256", &rcgen::PKCS_ECDSA_P256_SHA256, Alg::ES256),
             ("p384", &rcgen::PKCS_ECDSA_P384_SHA384, Alg::ES384),
         ] {
-            let cert = self_signed(&key(name).pkcs8, rc_alg);
+            let cert = self_signed(key(name).pkcs8, rc_alg);
             let signing = SigningKey::from_pem(key(name).pkcs8.as_bytes()).unwrap();
             let id = KeyId::from_certificate_pem(cert.pem().as_bytes(), &signing).expect("matches");
             let want = URL_SAFE_NO_PAD
@@ -971,7 +925,7 @@ process.stdout.write(JSON.stringify({
             let jws = signer
                 .sign_assertion("c", "a", at(1), DEFAULT_LIFETIME)
                 .unwrap();
-            let (header, _) = verified(jws.expose_secret(), alg, &key(name).public);
+            let (header, _) = verified(jws.expose_secret(), alg, key(name).public);
             assert_eq!(
                 header,
                 serde_json::json!({"alg": alg.as_str(), "typ": "JWT", "x5t#S256": want})
@@ -981,13 +935,13 @@ process.stdout.write(JSON.stringify({
 
     #[test]
     fn a_certificate_for_another_key_is_refused() {
-        let cert = self_signed(&key("p256").pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256);
+        let cert = self_signed(key("p256").pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256);
         for other in ["rsa", "p384"] {
             let signing = SigningKey::from_pem(key(other).pkcs8.as_bytes()).unwrap();
             let err = KeyId::from_certificate_pem(cert.pem().as_bytes(), &signing).unwrap_err();
             assert!(matches!(err, KeyError::CertificateMismatch), "{err:?}");
         }
-        let rsa_cert = self_signed(&key("rsa").pkcs8, &rcgen::PKCS_RSA_SHA256);
+        let rsa_cert = self_signed(key("rsa").pkcs8, &rcgen::PKCS_RSA_SHA256);
         let other_rsa = SigningKey::from_pem(key("rsa-other").pkcs8.as_bytes()).unwrap();
         assert!(matches!(
             KeyId::from_certificate_pem(rsa_cert.pem().as_bytes(), &other_rsa),
@@ -1009,11 +963,14 @@ process.stdout.write(JSON.stringify({
         let cases: Vec<(String, &str)> = vec![
             ("just text\n".into(), "not a PEM file"),
             (String::new(), "not a PEM file"),
-            (key("rsa").encrypted.clone(), "encrypted"),
-            (key("rsa").pkcs1_or_sec1.clone(), "PKCS#1"),
-            (key("p256").pkcs1_or_sec1.clone(), "SEC1"),
             (
-                self_signed(&key("p256").pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256).pem(),
+                include_str!("testdata/rsa-encrypted.pem").into(),
+                "encrypted",
+            ),
+            (include_str!("testdata/rsa-pkcs1.pem").into(), "PKCS#1"),
+            (include_str!("testdata/p256-sec1.pem").into(), "SEC1"),
+            (
+                self_signed(key("p256").pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256).pem(),
                 "the file has: CERTIFICATE",
             ),
             (
@@ -1045,26 +1002,17 @@ process.stdout.write(JSON.stringify({
 
     #[test]
     fn small_rsa_and_unsupported_key_types_are_refused() {
-        let small = generate("rsa", "1024");
-        let err = SigningKey::from_pem(small.pkcs8.as_bytes()).unwrap_err();
+        let err = SigningKey::from_pem(include_bytes!("testdata/rsa-1024.pem")).unwrap_err();
         assert!(
             matches!(err, KeyError::RsaTooSmall { bits: 1024 }),
             "{err:?}"
         );
         assert!(err.to_string().contains("1024 bits"), "{err}");
 
-        let p521 = generate("ec", "P-521");
-        let err = SigningKey::from_pem(p521.pkcs8.as_bytes()).unwrap_err();
+        let err = SigningKey::from_pem(include_bytes!("testdata/p521.pem")).unwrap_err();
         assert!(err.to_string().contains("P-521"), "{err}");
 
-        let ed = Command::new("node")
-            .args([
-                "-e",
-                "const c=require('node:crypto');process.stdout.write(c.generateKeyPairSync('ed25519').privateKey.export({type:'pkcs8',format:'pem'}))",
-            ])
-            .output()
-            .expect("node runs");
-        let err = SigningKey::from_pem(&ed.stdout).unwrap_err();
+        let err = SigningKey::from_pem(include_bytes!("testdata/ed25519.pem")).unwrap_err();
         assert!(err.to_string().contains("Ed25519"), "{err}");
     }
 

@@ -9,7 +9,7 @@ const MAX_JWT_BYTES: usize = 64 * 1024;
 /// `Some(exp)` of a compact JWT (three dot-separated base64url parts, header and payload JSON objects; the signature
 /// may be empty, as in an unsecured JWT), `None` inside when the payload has no numeric `exp`; `None` when the text
 /// is not a JWT. The signature is not verified: the issuer does that, this only times the token.
-pub fn exp(jwt: &str) -> Option<Option<f64>> {
+pub(crate) fn exp(jwt: &str) -> Option<Option<f64>> {
     if jwt.len() > MAX_JWT_BYTES {
         return None;
     }
@@ -31,7 +31,7 @@ pub fn exp(jwt: &str) -> Option<Option<f64>> {
 }
 
 /// [`exp`] in whole seconds, for comparing with the clock: a negative or non-finite `exp` counts as none.
-pub fn exp_secs(jwt: &str) -> Option<Option<u64>> {
+pub(crate) fn exp_secs(jwt: &str) -> Option<Option<u64>> {
     exp(jwt).map(|e| {
         e.filter(|f| f.is_finite() && *f >= 0.0)
             .map(|f| f.min(u64::MAX as f64) as u64)

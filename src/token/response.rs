@@ -6,10 +6,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// The longest `Retry-After` taken from a server; the refresher caps the wait further (`refresh::schedule`).
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now`, at most [`RETRY_AFTER_MAX`].
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = match v.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs.min(RETRY_AFTER_MAX.as_secs())),
@@ -23,7 +23,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// Why a body could not be read whole.
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Longer than the limit, by its `Content-Length` or as it arrived.
     TooLarge,
     /// The connection failed or timed out while the body arrived.
@@ -34,7 +34,10 @@ pub enum BodyError {
 
 /// The whole body of `resp`, refused once it is longer than `max` bytes: before reading when `Content-Length`
 /// says so, otherwise as soon as the bytes received pass `max`.
-pub async fn read_bounded(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_bounded(
+    resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(BodyError::TooLarge);
     }

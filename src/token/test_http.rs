@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Status, JSON body and extra headers.
-pub type Answer = (u16, String, Vec<(String, String)>);
+type Answer = (u16, String, Vec<(String, String)>);
 
 /// Serves `answer(server address, request path)` to every request until the runtime ends.
-pub async fn serve<F>(answer: F) -> SocketAddr
+pub(crate) async fn serve<F>(answer: F) -> SocketAddr
 where
     F: Fn(SocketAddr, &str) -> Answer + Clone + Send + Sync + 'static,
 {

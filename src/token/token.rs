@@ -20,7 +20,7 @@ pub fn refresh_buffer(lifetime: Duration) -> Duration {
 
 /// Where the token's lifetime came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifetimeSource {
+pub(crate) enum LifetimeSource {
     ExpiresIn,
     JwtExp,
     Default,
@@ -29,11 +29,11 @@ pub enum LifetimeSource {
 /// An access token as issued. `Debug` never shows the token.
 #[derive(Debug, Clone)]
 pub struct Token {
-    pub access_token: SecretString,
+    pub(crate) access_token: SecretString,
     pub issued_at: SystemTime,
     pub lifetime: Duration,
-    pub scope: Option<String>,
-    pub lifetime_source: LifetimeSource,
+    pub(crate) scope: Option<String>,
+    pub(crate) lifetime_source: LifetimeSource,
 }
 
 impl Token {
@@ -77,7 +77,7 @@ pub enum ResponseError {
 }
 
 impl ResponseError {
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             ResponseError::Invalid(_) => ErrorKind::InvalidResponse,
             ResponseError::UnsupportedTokenType(_) => ErrorKind::UnsupportedTokenType,
@@ -199,16 +199,16 @@ pub fn parse_token_response(
 /// The `json` output format, also the warm-start state: RFC 3339 UTC times.
 #[derive(Serialize, Deserialize)]
 pub struct TokenRecord {
-    pub access_token: String,
-    pub token_type: String,
+    pub(crate) access_token: String,
+    pub(crate) token_type: String,
     #[serde(serialize_with = "whole_as_integer")]
-    pub expires_in: f64,
-    pub issued_at: String,
-    pub refresh_time: String,
-    pub expires_at: String,
-    pub scope: Option<String>,
+    pub(crate) expires_in: f64,
+    pub(crate) issued_at: String,
+    pub(crate) refresh_time: String,
+    pub(crate) expires_at: String,
+    pub(crate) scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
 }
 
 /// `3600`, not `3600.0`: typed readers (Rust, Go) refuse a float where servers send an integer. A lifetime that is

@@ -3,7 +3,7 @@
 use url::{Host, Url};
 
 /// Whether `url`'s host is a loopback address or `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
@@ -13,7 +13,7 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 /// `https` with a host, or `http` to a loopback address.
-pub fn secure_or_loopback(url: &Url) -> bool {
+pub(crate) fn secure_or_loopback(url: &Url) -> bool {
     match url.scheme() {
         "https" => url.host().is_some(),
         "http" => is_loopback(url),
@@ -25,7 +25,7 @@ pub fn secure_or_loopback(url: &Url) -> bool {
 /// when the host is loopback. Uses the matcher reqwest itself uses (`HTTP_PROXY`/`http_proxy`, `ALL_PROXY`/
 /// `all_proxy`, `NO_PROXY`/`no_proxy`, curl's rules, `HTTP_PROXY` ignored under CGI), read from the environment now,
 /// so the answer is the one the client acts on.
-pub fn env_proxy_carries(url: &Url) -> bool {
+pub(crate) fn env_proxy_carries(url: &Url) -> bool {
     let Ok(uri) = url.as_str().parse::<hyper::Uri>() else {
         // Not a URI hyper can send to: no request goes anywhere, through a proxy or not.
         return false;

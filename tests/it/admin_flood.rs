@@ -193,8 +193,7 @@ fn config(sb: &Sandbox, url: &str) -> PathBuf {
 
 /// Runs the flood against a sidecar; `enter` is called with its pid right after spawn (to move it into a cgroup).
 fn flood(enter: impl FnOnce(u32)) -> Figures {
-    let own =
-        token_vendor::limits::try_raise_fd_limit().expect("raise the test's descriptor limit");
+    let own = token_vendor::try_raise_fd_limit().expect("raise the test's descriptor limit");
     let need = (IDLE + SLOW + 200) as u64;
     assert!(
         own.soft >= need,

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use token_vendor::token::discovery::{self, Configured, Issuer, PickedMethod};
-use token_vendor::token::jws::{
-    Alg, AssertionSigner, KeyId, SigningKey, DEFAULT_LIFETIME, JWT_BEARER,
+use token_vendor::{
+    fetch_discovery, pick_auth_method, Alg, AssertionSigner, Configured, DiscoveryError, Issuer,
+    KeyId, PickedMethod, SigningKey, DEFAULT_LIFETIME, JWT_BEARER,
 };
 
 use crate::helpers::{OidcServer, Sandbox};
@@ -133,7 +133,7 @@ async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_k
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let doc = discovery::fetch(&http, &issuer).await.expect("discovery");
+    let doc = fetch_discovery(&http, &issuer).await.expect("discovery");
     assert_eq!(doc.issuer, issuer_text);
     assert_eq!(doc.token_endpoint.as_str(), token_url);
     assert!(doc
@@ -147,7 +147,7 @@ async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_k
         );
     }
     assert!(doc.supports_grant("client_credentials"), "{doc:?}");
-    let picked = discovery::pick_auth_method(
+    let picked = pick_auth_method(
         &doc.token_endpoint_auth_methods_supported,
         Configured {
             secret: true,
@@ -159,9 +159,9 @@ async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_k
     assert_eq!(picked, PickedMethod::PrivateKeyJwt);
     // The same issuer with a trailing slash is refused, naming both forms.
     let slash = Issuer::parse(&format!("{issuer_text}/")).unwrap();
-    let err = discovery::fetch(&http, &slash).await.unwrap_err();
+    let err = fetch_discovery(&http, &slash).await.unwrap_err();
     assert!(
-        matches!(err, discovery::DiscoveryError::IssuerMismatch { .. }),
+        matches!(err, DiscoveryError::IssuerMismatch { .. }),
         "{err}"
     );
 

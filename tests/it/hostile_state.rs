@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use ring::hmac;
-use token_vendor::refresh::sink::{seal, KEY_FILE};
-use token_vendor::token::token::rfc3339;
+use token_vendor::{rfc3339, seal, KEY_FILE};
 
 use crate::helpers::*;
 use crate::reliability::report::Row;
@@ -324,7 +323,7 @@ fn h01g_a_genuine_state_is_still_adopted_without_a_request() {
 
 #[test]
 fn state_dir_is_parsed_and_checked() {
-    use token_vendor::config::Config;
+    use token_vendor::Config;
     let base = "tokens:\n  - name: a\n    token_url: https://idp.example/token\n    client_id: c\n    client_secret: s\n    outputs: [{path: /tmp/x/token}]\n";
     let c = Config::parse(
         &format!("state_dir: /var/run/tv/state\n{base}"),
@@ -346,7 +345,7 @@ fn state_dir_is_parsed_and_checked() {
         Path::new("c.yaml"),
     )
     .unwrap();
-    let problems = token_vendor::load::open_files(&c);
+    let problems = token_vendor::open_files(&c);
     assert!(
         problems
             .iter()

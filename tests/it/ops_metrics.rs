@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use token_vendor::token::error::ErrorKind;
+use token_vendor::ErrorKind;
 
 use crate::helpers::*;
 

@@ -12,9 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::{json, Map, Value};
 
-use token_vendor::config::Config;
-use token_vendor::output::{render, Format};
-use token_vendor::token::token::{jwt_exp, parse_token_response, TokenRecord, MAX_LIFETIME};
+use token_vendor::{
+    jwt_exp, parse_token_response, render, Config, Format, TokenRecord, MAX_LIFETIME,
+};
 
 use super::report::Row;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use token_vendor::token::client::basic_auth;
+use token_vendor::basic_auth;
 
 use super::common::*;
 use super::report::Row;
@@ -62,7 +62,7 @@ fn reliability_10_no_secret_or_token_leaks_anywhere() {
 
     // Debug of the parsed config.
     let text = std::fs::read_to_string(&path).unwrap();
-    let cfg = token_vendor::config::Config::parse(&text, &path).unwrap();
+    let cfg = token_vendor::Config::parse(&text, &path).unwrap();
     for dbg in [format!("{cfg:?}"), format!("{cfg:#?}")] {
         assert!(dbg.contains("[REDACTED]"), "{dbg}");
         texts.push(("Debug of the config".into(), dbg));
