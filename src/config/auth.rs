@@ -186,7 +186,15 @@ pub(crate) fn keyed(
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ASSERTION_FILE));
             Some(Some(Keyed::AssertionFile(path)))
         }
-        _ => {
+        // Named, not `_`: a new method must say here whether it is keyed.
+        None
+        | Some(
+            RawAuthMethod::ClientSecretBasic
+            | RawAuthMethod::ClientSecretBasicRaw
+            | RawAuthMethod::ClientSecretPost
+            | RawAuthMethod::None
+            | RawAuthMethod::Auto,
+        ) => {
             let why = "the secret-based auth_method";
             refuse(&jwt_keys, why, &mut problem);
             if raw.client_assertion_file.is_some() {

@@ -654,7 +654,17 @@ fn token_config(
                     client_secret,
                 }
             }
-            (_, Some(client_secret)) => ClientAuth::SecretPost {
+            // Named, not `_`, so a new method cannot silently become client_secret_post. The keyed methods skip
+            // the secret (`keyed` refused it), and `none` and `auto` were settled above: only client_secret_post
+            // really comes here with a secret.
+            (
+                RawAuthMethod::ClientSecretPost
+                | RawAuthMethod::PrivateKeyJwt
+                | RawAuthMethod::ClientAssertionFile
+                | RawAuthMethod::None
+                | RawAuthMethod::Auto,
+                Some(client_secret),
+            ) => ClientAuth::SecretPost {
                 client_id,
                 client_secret,
             },
