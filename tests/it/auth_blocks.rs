@@ -110,13 +110,7 @@ async fn post_assertion(token_url: &str, client_id: &str, assertion: &str) -> (u
 async fn oidc_provider_accepts_private_key_jwt_for_every_alg_and_refuses_wrong_keys_and_replays() {
     let sb = Sandbox::new();
     let keys = AlgKeys::new();
-    let AlgKeys {
-        rsa,
-        p256,
-        p384,
-        stranger,
-        ..
-    } = &keys;
+    let (rsa, p256, p384, stranger) = (&keys.rsa, &keys.p256, &keys.p384, &keys.stranger);
     let idp = OidcServer::start(
         sb.dir.path(),
         keys.provider_config(

@@ -33,13 +33,7 @@ fn jwt_config(sb: &Sandbox, url: &str, client: &str, extra: &str) -> PathBuf {
 fn once_gets_a_token_with_private_key_jwt_for_every_alg_and_a_wrong_key_exits_1() {
     let sb = Sandbox::new();
     let keys = AlgKeys::new();
-    let AlgKeys {
-        rsa,
-        p256,
-        p384,
-        stranger,
-        ..
-    } = &keys;
+    let (rsa, p256, p384, stranger) = (&keys.rsa, &keys.p256, &keys.p384, &keys.stranger);
     // `wrong` is registered with p256's public key and signs with `stranger`.
     let p256_pub = keys.clients[2]["public_key_pem"].clone();
     let idp = OidcServer::start(
