@@ -107,6 +107,9 @@ pub fn sanitize(s: &str, max_chars: usize) -> String {
 /// `token::error::SERVER_TEXT_MAX`.
 pub const SERVER_TEXT_MAX: usize = error::SERVER_TEXT_MAX;
 
+/// How far in the future a sealed record's time may lie and still be adopted.
+pub const MAX_CLOCK_SKEW: Duration = sink::MAX_CLOCK_SKEW;
+
 /// `token::error::REDACT_RUN`.
 pub const REDACT_RUN: usize = error::REDACT_RUN;
 

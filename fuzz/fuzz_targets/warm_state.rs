@@ -9,11 +9,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use token_vendor::fuzz_api::StateStore;
+use token_vendor::fuzz_api::{StateStore, MAX_CLOCK_SKEW};
 use token_vendor_fuzz::{assert_bounded, fresh_state_store, measure, t0};
 
-/// `refresh::sink::MAX_CLOCK_SKEW`.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 fn store() -> &'static StateStore {
     static S: OnceLock<StateStore> = OnceLock::new();
