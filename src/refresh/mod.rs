@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
 use tokio::sync::{watch, Notify};
@@ -150,7 +150,9 @@ pub struct Refresher<V: Vend> {
     /// The default lifetime was assumed for the current token and that was logged.
     warned_default: bool,
     last_attempt: Option<Instant>,
-    rng: StdRng,
+    /// Jitter for the refresh window and backoff: not a secret, so a 32-byte generator rather than a 320-byte
+    /// cryptographic one in each of a thousand refreshers.
+    rng: SmallRng,
     /// Told once the warm-start attempt is over, so the admin server's first answer already reflects it.
     started: Option<tokio::sync::oneshot::Sender<()>>,
     /// `once`: no refresh follows a success and no retry follows a permanent error, so neither is announced.
@@ -202,7 +204,7 @@ impl<V: Vend> Refresher<V> {
             logged_kind: None,
             warned_default: false,
             last_attempt: None,
-            rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+            rng: seed.map_or_else(SmallRng::from_os_rng, SmallRng::seed_from_u64),
             started: None,
             one_shot: false,
             at_once: false,
@@ -479,12 +481,16 @@ impl<V: Vend> Refresher<V> {
     }
 
     /// Runs until `stop` turns true. `wake` is notified when credential files change.
+    ///
+    /// The task's future is allocated once per token and lives as long as the token, mostly asleep: every step
+    /// that is not the wait itself (warm start, request, publish, the last notification) is boxed, so it takes
+    /// memory only while it runs (~5 KiB a token otherwise; BENCHMARKS.md, 1,000 tokens).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
         let _guard = PanicGuard {
             state: self.state.clone(),
             name: self.name.clone(),
         };
-        let adopted = self.warm_start().await.unwrap_or_default();
+        let adopted = Box::pin(self.warm_start()).await.unwrap_or_default();
         let first = if self.at_once {
             Duration::ZERO
         } else {
@@ -512,14 +518,12 @@ impl<V: Vend> Refresher<V> {
             let (result, took) = tokio::select! {
                 biased;
                 _ = stop.wait_for(|&s| s) => break,
-                // Boxed: the request's state (the HTTP client's future, a few KiB) exists only while it runs, not in
-                // every idle refresher's task for the hours between refreshes.
                 r = Box::pin(self.attempt()) => r,
             };
-            let outcome = self.publish(result, took).await;
+            let outcome = Box::pin(self.publish(result, took)).await;
             at = self.clock.mono() + outcome.next();
         }
-        self.finish_notify().await;
+        Box::pin(self.finish_notify()).await;
         tracing::debug!(token = %self.name, "refresher stopped");
     }
 }

@@ -42,8 +42,9 @@ pub struct TokenClient {
     spec: RequestSpec,
     /// The fingerprint of the credentials last sent, to notice a rotation.
     last_used: Mutex<Option<u64>>,
-    /// Set with `issuer:`: the endpoint (and the method, for `auto`) comes from the issuer's document.
-    discovery: Option<Discovering>,
+    /// Set with `issuer:`: the endpoint (and the method, for `auto`) comes from the issuer's document. Boxed: it is
+    /// ~900 bytes, and most tokens have none.
+    discovery: Option<Box<Discovering>>,
 }
 
 /// The discovery side of a client: the issuer, and what the last good document said.
@@ -119,11 +120,13 @@ impl TokenClient {
     /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
     /// the issuer's URL and is not posted to).
     pub fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
-        self.discovery = discovery.map(|config| Discovering {
-            config,
-            current: Mutex::new(None),
-            fetched: Mutex::new(None),
-            moved: std::sync::atomic::AtomicBool::new(false),
+        self.discovery = discovery.map(|config| {
+            Box::new(Discovering {
+                config,
+                current: Mutex::new(None),
+                fetched: Mutex::new(None),
+                moved: std::sync::atomic::AtomicBool::new(false),
+            })
         });
         self
     }
