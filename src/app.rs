@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, OnExit, RefreshPolicy, TokenConfig};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::notify::{Notifier, Retry};
-use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Sink};
+use crate::refresh::{fingerprint, ClientVend, Outcome, Refresher, Remote, Sink};
 use crate::state::State;
 use crate::token::error::{chain, ErrorKind};
 use crate::token::http::{HttpClientError, HttpClients, HttpConfig, Rotation};
@@ -222,8 +222,7 @@ struct Running {
     /// The last problem reading its TLS files, said once.
     tls_problem: Option<String>,
     policy: RefreshPolicy,
-    stop: watch::Sender<bool>,
-    wake: Arc<Notify>,
+    remote: Arc<Remote>,
     handle: JoinHandle<()>,
     sink: Arc<Sink>,
 }
@@ -309,8 +308,7 @@ impl Daemon {
             &self.metrics,
             self.config.state_dir.as_deref(),
         )?;
-        let (stop, rx) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
+        let remote = Arc::new(Remote::default());
         let refresher = match &mut self.starting {
             Some(starting) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -331,7 +329,7 @@ impl Daemon {
             &self.state,
             &self.metrics,
         )?);
-        let handle = tokio::spawn(refresher.run(rx, wake.clone()));
+        let handle = tokio::spawn(refresher.run(remote.clone()));
         let credentials = credentials_now(&cfg);
         let tls = self.clients.tls_fingerprint(&cfg.http, &cfg.token_url);
         self.running.insert(
@@ -342,8 +340,7 @@ impl Daemon {
                 tls,
                 tls_problem: None,
                 policy,
-                stop,
-                wake,
+                remote,
                 handle,
                 sink,
             },
@@ -353,7 +350,7 @@ impl Daemon {
 
     async fn stop_token(&mut self, name: &str) -> Option<Running> {
         let r = self.running.remove(name)?;
-        let _ = r.stop.send(true);
+        r.remote.stop();
         Some(r)
     }
 
@@ -377,7 +374,7 @@ impl Daemon {
             let now = credentials_now(&r.cfg);
             if now != r.credentials {
                 r.credentials = now;
-                r.wake.notify_one();
+                r.remote.wake();
             }
         }
         self.rotate_tls().await;

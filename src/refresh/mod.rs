@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
-use tokio::sync::{watch, Notify};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -115,6 +116,36 @@ impl Vend for ClientVend {
 
     fn discovered_endpoint(&self) -> Option<url::Url> {
         self.client.discovered_endpoint()
+    }
+}
+
+/// How the daemon reaches one running refresher: stop it, or wake it to try rotated credentials. One small allocation
+/// per token (a `watch` channel for the stop alone was ~340 bytes).
+#[derive(Debug, Default)]
+pub struct Remote {
+    stopped: AtomicBool,
+    stop: Notify,
+    wake: Notify,
+}
+
+impl Remote {
+    /// The refresher stops at its next wait (an in-flight request is dropped, a write in progress finishes).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// The credential files changed: a refresher that failed retries soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Completes once [`Self::stop`] was called (before or after this was first polled).
+    async fn stopped(&self) {
+        // `notify_one` leaves a permit when nobody waits, so a stop between the check and the wait is not missed.
+        while !self.stopped.load(Ordering::SeqCst) {
+            self.stop.notified().await;
+        }
     }
 }
 
@@ -480,12 +511,12 @@ impl<V: Vend> Refresher<V> {
         });
     }
 
-    /// Runs until `stop` turns true. `wake` is notified when credential files change.
+    /// Runs until `remote` is stopped; it is woken when credential files change.
     ///
     /// The task's future is allocated once per token and lives as long as the token, mostly asleep: every step
     /// that is not the wait itself (warm start, request, publish, the last notification) is boxed, so it takes
     /// memory only while it runs (~5 KiB a token otherwise; BENCHMARKS.md, 1,000 tokens).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
+    pub async fn run(mut self, remote: Arc<Remote>) {
         let _guard = PanicGuard {
             state: self.state.clone(),
             name: self.name.clone(),
@@ -504,8 +535,8 @@ impl<V: Vend> Refresher<V> {
             self.announce(at);
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|&s| s) => break,
-                _ = wake.notified() => {
+                _ = remote.stopped() => break,
+                _ = remote.wake.notified() => {
                     if self.failures > 0 {
                         // New credentials may fix what failed: try soon, but never faster than min_backoff.
                         let soonest = self.last_attempt.map_or(self.clock.mono(), |t| t + self.policy.min_backoff);
@@ -517,7 +548,7 @@ impl<V: Vend> Refresher<V> {
             }
             let (result, took) = tokio::select! {
                 biased;
-                _ = stop.wait_for(|&s| s) => break,
+                _ = remote.stopped() => break,
                 r = Box::pin(self.attempt()) => r,
             };
             let outcome = Box::pin(self.publish(result, took)).await;
