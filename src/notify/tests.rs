@@ -88,17 +88,15 @@ fn policy() -> RefreshPolicy {
 }
 
 /// A scripted hook, the state and metrics it reports to, and the receiving ends of its script.
-fn parts(
-    steps: &[Step],
-    then: Step,
-    retry: Retry,
-) -> (
-    Hook<Script>,
-    Arc<State>,
-    Arc<Metrics>,
-    mpsc::UnboundedReceiver<(Instant, Notice)>,
-    Arc<AtomicUsize>,
-) {
+struct Parts {
+    hook: Hook<Script>,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+    seen: mpsc::UnboundedReceiver<(Instant, Notice)>,
+    dropped: Arc<AtomicUsize>,
+}
+
+fn parts(steps: &[Step], then: Step, retry: Retry) -> Parts {
     let state = State::new(Clock::virtual_at(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     ));
@@ -124,11 +122,23 @@ fn parts(
         policy: policy(),
         retry,
     };
-    (hook, state, metrics, seen, dropped)
+    Parts {
+        hook,
+        state,
+        metrics,
+        seen,
+        dropped,
+    }
 }
 
 fn rig(steps: &[Step], then: Step, retry: Retry) -> Rig {
-    let (hook, state, metrics, seen, dropped) = parts(steps, then, retry);
+    let Parts {
+        hook,
+        state,
+        metrics,
+        seen,
+        dropped,
+    } = parts(steps, then, retry);
     let notifier = Notifier::start(hook, state.clone(), metrics.clone(), Some(7));
     Rig {
         notifier,
@@ -572,7 +582,12 @@ fn the_http_body_holds_the_name_and_refresh_time_only() {
 /// the problem `/status` shows.
 #[test]
 fn an_attempt_cut_short_after_a_warned_problem_is_not_news() {
-    let (hook, state, metrics, _seen, _dropped) = parts(&[], Step::Fail, Retry::UntilSuperseded);
+    let Parts {
+        hook,
+        state,
+        metrics,
+        ..
+    } = parts(&[], Step::Fail, Retry::UntilSuperseded);
     let mut w = Worker {
         hook,
         state: state.clone(),
