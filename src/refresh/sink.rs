@@ -223,8 +223,14 @@ pub fn seal_discovery(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<
 
 fn seal_as(magic: &str, key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     let tag = hmac::sign(key, &mac_input(magic, fingerprint, record));
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = format!("{magic} {hex}\n").into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(magic.len() + 66 + record.len());
+    out.extend_from_slice(magic.as_bytes());
+    out.push(b' ');
+    for b in tag.as_ref() {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    }
+    out.push(b'\n');
     out.extend_from_slice(record);
     out
 }
