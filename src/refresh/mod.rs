@@ -36,20 +36,79 @@ pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
 
 static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
-/// At most this many refreshers' file jobs (warm start, output and state writes) are on tokio's blocking pool at
-/// once. Unbounded, 1,000 tokens starting together made the pool start up to its cap of 512 threads, each with its
-/// stack and glibc heap arena: ~5 MiB more resident for seconds after the first fill (BENCHMARKS.md, 1,000 tokens).
+/// At most this many refreshers' file jobs (warm start, output and state writes) run at once, each on one of as
+/// many file threads. Unbounded, 1,000 tokens starting together made tokio's blocking pool start up to its cap of
+/// 512 threads; bounded by a semaphore alone, it still started 10-60, since a thread that has just finished a job is
+/// not yet idle when the next job comes: each thread with its stack and glibc heap arena (BENCHMARKS.md, 1,000 tokens).
 pub const MAX_FILE_JOBS: usize = 4;
 
 static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_JOBS);
 
-/// Runs `f` on the blocking pool once one of the [`MAX_FILE_JOBS`] turns is free, or after [`IN_FLIGHT_PATIENCE`]
-/// anyway, so a disk that hangs while holding every turn cannot stall the other tokens past their liveness promise.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The file threads' queue; the threads start with the first job and live as long as the process.
+static FILE_THREADS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+fn file_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
+    FILE_THREADS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..MAX_FILE_JOBS {
+            let rx = rx.clone();
+            // A thread that cannot start leaves its jobs to the others (or to the blocking pool, see `file_job`).
+            let _ = std::thread::Builder::new()
+                .name(format!("tv-files-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                });
+        }
+        std::sync::Mutex::new(tx)
+    })
+}
+
+/// A file job that did not complete: it panicked (a bug), or no thread could run it.
+#[derive(Debug, thiserror::Error)]
+#[error("the file job did not complete")]
+pub struct FileJobFailed;
+
+/// Runs `f` on a file thread once one of the [`MAX_FILE_JOBS`] turns is free. After [`IN_FLIGHT_PATIENCE`] without
+/// one it runs on tokio's blocking pool instead, so a disk that hangs while holding every turn cannot stall the
+/// other tokens past their liveness promise. On a virtual clock (the paused-clock tests) it always does: tokio's
+/// paused time advances only while no blocking-pool task runs, and the file threads are invisible to it.
 async fn file_job<T: Send + 'static>(
+    clock: Clock,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    let _turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
-    tokio::task::spawn_blocking(f).await
+) -> Result<T, FileJobFailed> {
+    let turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
+    if !matches!(turn, Ok(Ok(_))) || matches!(clock, Clock::Virtual { .. }) {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| FileJobFailed);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        // A panic drops `tx` (the caller sees FileJobFailed) and leaves the thread running.
+        if let Ok(out) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            let _ = tx.send(out);
+        }
+    });
+    let sent = match file_threads().lock() {
+        Ok(q) => q.send(job),
+        Err(p) => p.into_inner().send(job),
+    };
+    if sent.is_err() {
+        return Err(FileJobFailed);
+    }
+    rx.await.map_err(|_| FileJobFailed)
 }
 
 /// Something that vends tokens: the real client, or a scripted one in tests.
@@ -281,7 +340,7 @@ impl<V: Vend> Refresher<V> {
         // File work runs on the blocking pool: the runtime thread never waits on a disk.
         let sink = self.sink.clone();
         let discovers = self.vend.discovers();
-        let (discovered, restored) = file_job(move || {
+        let (discovered, restored) = file_job(self.clock, move || {
             // Kept apart from the token: an expired token still leaves the endpoint known while the IdP is down.
             let discovered = discovers.then(|| sink.load_discovery(now)).flatten();
             let restored = sink
@@ -356,7 +415,7 @@ impl<V: Vend> Refresher<V> {
             self.show_endpoint();
             // Saved even when the token request then failed: the document itself was good.
             let sink = self.sink.clone();
-            match file_job(move || sink.save_discovery(&d)).await {
+            match file_job(self.clock, move || sink.save_discovery(&d)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(token = %self.name, error = %e, "could not save the discovery document; a restart while the identity provider is down will wait for it")
@@ -370,7 +429,7 @@ impl<V: Vend> Refresher<V> {
             Ok(token) => {
                 let sink = self.sink.clone();
                 let t = token.clone();
-                match file_job(move || sink.write(&t, false)).await {
+                match file_job(self.clock, move || sink.write(&t, false)).await {
                     Ok(Ok(())) => Ok(token),
                     Ok(Err(e)) => {
                         self.metrics.write_error(&self.name);
