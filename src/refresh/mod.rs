@@ -59,7 +59,8 @@ fn file_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
             // A thread that cannot start leaves its jobs to the others (or to the blocking pool, see `file_job`).
             let _ = std::thread::Builder::new()
                 .name(format!("tv-files-{i}"))
-                .stack_size(256 * 1024)
+                // As tokio's blocking threads: only the pages a job touches are resident.
+                .stack_size(2 * 1024 * 1024)
                 .spawn(move || loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),
