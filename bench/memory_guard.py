@@ -19,11 +19,12 @@ import measure  # noqa: E402
 
 TOKENS = 1000
 DELAY_MS = 20
-# Bounds, KiB: what BENCHMARKS.md ("1,000 tokens, three token servers") measured against this server and layout
-# at the fixing commit (RssAnon 14.8 MiB, VmHWM 20.0 MiB, glibc-dynamic build; the static build is lower), plus
-# ~15% headroom. The landed main before issue 15 measured RssAnon 25.4 MiB and VmHWM 33.0 MiB here.
-MAX_RSS_ANON_KIB = 17 * 1024
-MAX_VM_HWM_KIB = 23 * 1024
+# Bounds, KiB: what this guard measured at the second memory pass of issue 15 (commit 16a2b6b, glibc-dynamic release
+# build, 2026-12-03): RssAnon 7.58 MiB, VmHWM 14.49 MiB (VmRSS 12.98 MiB), plus ~18% headroom. The first pass
+# measured RssAnon 14.89 / VmHWM 20.12 here (its bounds were 17 / 23 MiB); the landed main before issue 15
+# measured RssAnon 25.4 MiB and VmHWM 33.0 MiB.
+MAX_RSS_ANON_KIB = 9 * 1024
+MAX_VM_HWM_KIB = 17 * 1024
 
 
 def main():

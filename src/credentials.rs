@@ -65,9 +65,13 @@ impl PartialEq for CredentialSource {
 
 fn read_file(path: &Path) -> Result<SecretString, CredentialError> {
     let path_buf = || path.to_path_buf();
-    // Called on the runtime thread for every request: it stays safe because the open never blocks (O_NONBLOCK), a
-    // FIFO, device or directory is refused by the fstat of the descriptor, and at most CREDENTIAL_LIMIT bytes are
-    // read from a regular file. Symlinks are followed: a Kubernetes Secret volume is made of them.
+    // Called on the runtime thread, once per credential per request (token::auth hashes what it read for the rotation
+    // check instead of reading again). It stays there because it cannot wait: the open does not wait for a FIFO's
+    // writer (O_NONBLOCK), the fstat of the descriptor refuses a FIFO, device or directory, and a regular file is
+    // read to at most CREDENTIAL_LIMIT bytes, which from a Secret volume (tmpfs) costs microseconds (fsread's module
+    // doc; bench/sign_cost.rs measures the whole request build). A file on a network file system that hangs would
+    // hold the runtime thread; Kubernetes mounts Secrets on tmpfs. Symlinks are followed: a Secret volume is made of
+    // them.
     let bytes = fsread::read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|e| match e {
         ReadError::TooLarge { .. } => CredentialError::TooLarge { path: path_buf() },
         other => CredentialError::Read {

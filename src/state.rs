@@ -230,6 +230,14 @@ impl State {
         self.lock().keys().cloned().collect()
     }
 
+    /// Whether there are tokens and every one has a published token that is `valid()` now (readiness, without
+    /// the reasons).
+    pub fn all_valid(&self) -> bool {
+        let now = self.clock.mono();
+        let t = self.lock();
+        !t.is_empty() && t.values().all(|s| s.valid_at(now))
+    }
+
     /// Ready when every configured token has a published token that is `valid()` now.
     pub fn readiness(&self) -> Readiness {
         let now = self.clock.mono();

@@ -7,10 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
-use tokio::sync::{watch, Notify};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -35,20 +36,80 @@ pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
 
 static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
-/// At most this many refreshers' file jobs (warm start, output and state writes) are on tokio's blocking pool at
-/// once. Unbounded, 1,000 tokens starting together made the pool start up to its cap of 512 threads, each with its
-/// stack and glibc heap arena: ~5 MiB more resident for seconds after the first fill (BENCHMARKS.md, 1,000 tokens).
+/// At most this many refreshers' file jobs (warm start, output and state writes) run at once, each on one of as
+/// many file threads. Unbounded, 1,000 tokens starting together made tokio's blocking pool start up to its cap of
+/// 512 threads; bounded by a semaphore alone, it still started 10-60, since a thread that has just finished a job is
+/// not yet idle when the next job comes: each thread with its stack and glibc heap arena (BENCHMARKS.md, 1,000 tokens).
 pub const MAX_FILE_JOBS: usize = 4;
 
 static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_JOBS);
 
-/// Runs `f` on the blocking pool once one of the [`MAX_FILE_JOBS`] turns is free, or after [`IN_FLIGHT_PATIENCE`]
-/// anyway, so a disk that hangs while holding every turn cannot stall the other tokens past their liveness promise.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The file threads' queue; the threads start with the first job and live as long as the process.
+static FILE_THREADS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+fn file_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
+    FILE_THREADS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..MAX_FILE_JOBS {
+            let rx = rx.clone();
+            // A thread that cannot start leaves its jobs to the others (or to the blocking pool, see `file_job`).
+            let _ = std::thread::Builder::new()
+                .name(format!("tv-files-{i}"))
+                // As tokio's blocking threads: only the pages a job touches are resident.
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                });
+        }
+        std::sync::Mutex::new(tx)
+    })
+}
+
+/// A file job that did not complete: it panicked (a bug), or no thread could run it.
+#[derive(Debug, thiserror::Error)]
+#[error("the file job did not complete")]
+pub struct FileJobFailed;
+
+/// Runs `f` on a file thread once one of the [`MAX_FILE_JOBS`] turns is free. After [`IN_FLIGHT_PATIENCE`] without
+/// one it runs on tokio's blocking pool instead, so a disk that hangs while holding every turn cannot stall the
+/// other tokens past their liveness promise. On a virtual clock (the paused-clock tests) it always does: tokio's
+/// paused time advances only while no blocking-pool task runs, and the file threads are invisible to it.
 async fn file_job<T: Send + 'static>(
+    clock: Clock,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    let _turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
-    tokio::task::spawn_blocking(f).await
+) -> Result<T, FileJobFailed> {
+    let turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
+    if !matches!(turn, Ok(Ok(_))) || matches!(clock, Clock::Virtual { .. }) {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| FileJobFailed);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        // A panic drops `tx` (the caller sees FileJobFailed) and leaves the thread running.
+        if let Ok(out) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            let _ = tx.send(out);
+        }
+    });
+    let sent = match file_threads().lock() {
+        Ok(q) => q.send(job),
+        Err(p) => p.into_inner().send(job),
+    };
+    if sent.is_err() {
+        return Err(FileJobFailed);
+    }
+    rx.await.map_err(|_| FileJobFailed)
 }
 
 /// Something that vends tokens: the real client, or a scripted one in tests.
@@ -118,6 +179,36 @@ impl Vend for ClientVend {
     }
 }
 
+/// How the daemon reaches one running refresher: stop it, or wake it to try rotated credentials. One small allocation
+/// per token (a `watch` channel for the stop alone was ~340 bytes).
+#[derive(Debug, Default)]
+pub struct Remote {
+    stopped: AtomicBool,
+    stop: Notify,
+    wake: Notify,
+}
+
+impl Remote {
+    /// The refresher stops at its next wait (an in-flight request is dropped, a write in progress finishes).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// The credential files changed: a refresher that failed retries soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Completes once [`Self::stop`] was called (before or after this was first polled).
+    async fn stopped(&self) {
+        // `notify_one` leaves a permit when nobody waits, so a stop between the check and the wait is not missed.
+        while !self.stopped.load(Ordering::SeqCst) {
+            self.stop.notified().await;
+        }
+    }
+}
+
 /// What one step did, and how long until the next one.
 #[derive(Debug)]
 pub enum Outcome {
@@ -150,7 +241,9 @@ pub struct Refresher<V: Vend> {
     /// The default lifetime was assumed for the current token and that was logged.
     warned_default: bool,
     last_attempt: Option<Instant>,
-    rng: StdRng,
+    /// Jitter for the refresh window and backoff: not a secret, so a 32-byte generator rather than a 320-byte
+    /// cryptographic one in each of a thousand refreshers.
+    rng: SmallRng,
     /// Told once the warm-start attempt is over, so the admin server's first answer already reflects it.
     started: Option<tokio::sync::oneshot::Sender<()>>,
     /// `once`: no refresh follows a success and no retry follows a permanent error, so neither is announced.
@@ -202,7 +295,7 @@ impl<V: Vend> Refresher<V> {
             logged_kind: None,
             warned_default: false,
             last_attempt: None,
-            rng: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+            rng: seed.map_or_else(SmallRng::from_os_rng, SmallRng::seed_from_u64),
             started: None,
             one_shot: false,
             at_once: false,
@@ -248,7 +341,7 @@ impl<V: Vend> Refresher<V> {
         // File work runs on the blocking pool: the runtime thread never waits on a disk.
         let sink = self.sink.clone();
         let discovers = self.vend.discovers();
-        let (discovered, restored) = file_job(move || {
+        let (discovered, restored) = file_job(self.clock, move || {
             // Kept apart from the token: an expired token still leaves the endpoint known while the IdP is down.
             let discovered = discovers.then(|| sink.load_discovery(now)).flatten();
             let restored = sink
@@ -323,7 +416,7 @@ impl<V: Vend> Refresher<V> {
             self.show_endpoint();
             // Saved even when the token request then failed: the document itself was good.
             let sink = self.sink.clone();
-            match file_job(move || sink.save_discovery(&d)).await {
+            match file_job(self.clock, move || sink.save_discovery(&d)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(token = %self.name, error = %e, "could not save the discovery document; a restart while the identity provider is down will wait for it")
@@ -337,7 +430,7 @@ impl<V: Vend> Refresher<V> {
             Ok(token) => {
                 let sink = self.sink.clone();
                 let t = token.clone();
-                match file_job(move || sink.write(&t, false)).await {
+                match file_job(self.clock, move || sink.write(&t, false)).await {
                     Ok(Ok(())) => Ok(token),
                     Ok(Err(e)) => {
                         self.metrics.write_error(&self.name);
@@ -478,13 +571,17 @@ impl<V: Vend> Refresher<V> {
         });
     }
 
-    /// Runs until `stop` turns true. `wake` is notified when credential files change.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
+    /// Runs until `remote` is stopped; it is woken when credential files change.
+    ///
+    /// The task's future is allocated once per token and lives as long as the token, mostly asleep: every step
+    /// that is not the wait itself (warm start, request, publish, the last notification) is boxed, so it takes
+    /// memory only while it runs (~5 KiB a token otherwise; BENCHMARKS.md, 1,000 tokens).
+    pub async fn run(mut self, remote: Arc<Remote>) {
         let _guard = PanicGuard {
             state: self.state.clone(),
             name: self.name.clone(),
         };
-        let adopted = self.warm_start().await.unwrap_or_default();
+        let adopted = Box::pin(self.warm_start()).await.unwrap_or_default();
         let first = if self.at_once {
             Duration::ZERO
         } else {
@@ -498,8 +595,8 @@ impl<V: Vend> Refresher<V> {
             self.announce(at);
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|&s| s) => break,
-                _ = wake.notified() => {
+                _ = remote.stopped() => break,
+                _ = remote.wake.notified() => {
                     if self.failures > 0 {
                         // New credentials may fix what failed: try soon, but never faster than min_backoff.
                         let soonest = self.last_attempt.map_or(self.clock.mono(), |t| t + self.policy.min_backoff);
@@ -511,15 +608,13 @@ impl<V: Vend> Refresher<V> {
             }
             let (result, took) = tokio::select! {
                 biased;
-                _ = stop.wait_for(|&s| s) => break,
-                // Boxed: the request's state (the HTTP client's future, a few KiB) exists only while it runs, not in
-                // every idle refresher's task for the hours between refreshes.
+                _ = remote.stopped() => break,
                 r = Box::pin(self.attempt()) => r,
             };
-            let outcome = self.publish(result, took).await;
+            let outcome = Box::pin(self.publish(result, took)).await;
             at = self.clock.mono() + outcome.next();
         }
-        self.finish_notify().await;
+        Box::pin(self.finish_notify()).await;
         tracing::debug!(token = %self.name, "refresher stopped");
     }
 }

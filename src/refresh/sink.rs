@@ -112,32 +112,40 @@ fn unsafe_dir(meta: &std::fs::Metadata) -> Option<String> {
     }
 }
 
+/// Why the MAC key in a state directory cannot be used: warm start is then off there.
+#[derive(Debug, thiserror::Error)]
+pub enum StateKeyError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("the key file {} is not a 32-byte file of this uid with mode 0600; remove it to start afresh", .0.display())]
+    Unsafe(PathBuf),
+    #[error("the system random generator failed")]
+    Random,
+}
+
 /// Reads the key in `dir`, or creates it; `Err` says why warm start cannot be trusted there.
-fn load_or_create_key(dir: &Target) -> Result<hmac::Key, String> {
-    let handle = dir.open_dir(None).map_err(|e| e.to_string())?;
+fn load_or_create_key(dir: &Target) -> Result<hmac::Key, StateKeyError> {
+    let handle = dir.open_dir(None)?;
     let key_target = dir.clone();
     let shown = dir.path().to_path_buf();
     match fsread::read_bounded_at(&handle, key_target.name(), &shown, 32) {
         Ok((bytes, meta)) => {
             if meta.uid() != euid() || meta.mode() & 0o077 != 0 || bytes.len() != 32 {
-                return Err(format!(
-                    "the key file {} is not a 32-byte file of this uid with mode 0600; remove it to start afresh",
-                    shown.display()
-                ));
+                return Err(StateKeyError::Unsafe(shown));
             }
             Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
         }
         Err(ReadError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-                .map_err(|_| "the system random generator failed".to_string())?;
+                .map_err(|_| StateKeyError::Random)?;
             // Written whole to a temporary name first and renamed, so a reader never sees half a key.
-            key_target
-                .write(&bytes, 0o600, None, None)
-                .map_err(|e| e.to_string())?;
+            key_target.write(&bytes, 0o600, None, None)?;
             Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -192,7 +200,7 @@ fn open_store(
         };
         return Err((warn, format!("{}: {why}; {hint}", dir.display())));
     }
-    let key = load_or_create_key(&key_target).map_err(|e| (warn, e))?;
+    let key = load_or_create_key(&key_target).map_err(|e| (warn, e.to_string()))?;
     let discovery =
         Target::resolve(&discovery_file_for(&file)).map_err(|e| (warn, e.to_string()))?;
     let file = Target::resolve(&file).map_err(|e| (warn, e.to_string()))?;
@@ -215,8 +223,14 @@ pub fn seal_discovery(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<
 
 fn seal_as(magic: &str, key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     let tag = hmac::sign(key, &mac_input(magic, fingerprint, record));
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = format!("{magic} {hex}\n").into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(magic.len() + 66 + record.len());
+    out.extend_from_slice(magic.as_bytes());
+    out.push(b' ');
+    for b in tag.as_ref() {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    }
+    out.push(b'\n');
     out.extend_from_slice(record);
     out
 }

@@ -108,17 +108,10 @@ fn refresher(r: &Rig, script: &Script, policy: RefreshPolicy) -> Refresher<Scrip
     )
 }
 
-fn spawn(
-    r: Refresher<Script>,
-) -> (
-    watch::Sender<bool>,
-    Arc<Notify>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = watch::channel(false);
-    let wake = Arc::new(Notify::new());
-    let h = tokio::spawn(r.run(rx, wake.clone()));
-    (tx, wake, h)
+fn spawn(r: Refresher<Script>) -> (Arc<Remote>, tokio::task::JoinHandle<()>) {
+    let remote = Arc::new(Remote::default());
+    let h = tokio::spawn(r.run(remote.clone()));
+    (remote, h)
 }
 
 fn gaps(calls: &[Instant]) -> Vec<f64> {
@@ -132,7 +125,7 @@ fn gaps(calls: &[Instant]) -> Vec<f64> {
 async fn refreshes_land_inside_the_window_and_readiness_never_drops() {
     let r = rig();
     let script = Script::new([]);
-    let (stop, _, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
+    let (stop, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
     // 100 s tokens: buffer 10 s, so refresh_time is 90 s after issue; the window is 63 s .. 76.5 s.
     let start = Instant::now();
     for _ in 0..2000 {
@@ -145,7 +138,7 @@ async fn refreshes_land_inside_the_window_and_readiness_never_drops() {
             );
         }
     }
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
     let g = gaps(&script.calls());
     assert!(g.len() >= 12, "{g:?}");
@@ -171,7 +164,7 @@ async fn transient_failures_back_off_and_readiness_flips_exactly_at_refresh_time
         200,
     ));
     let script = Script::new(steps);
-    let (stop, _, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
+    let (stop, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
     tokio::time::sleep(Duration::from_millis(1)).await;
     let issued = script.calls()[0];
     let refresh_time = issued + Duration::from_secs(90);
@@ -190,7 +183,7 @@ async fn transient_failures_back_off_and_readiness_flips_exactly_at_refresh_time
         .unwrap()
         .contains("server_error"));
     tokio::time::sleep(Duration::from_secs(600)).await;
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
 
     let calls = script.calls();
@@ -237,9 +230,9 @@ async fn retry_after_is_honoured() {
         Step::Fail(ErrorKind::RateLimited, Some(Duration::from_secs(40))),
         Step::Fail(ErrorKind::ServerError, Some(Duration::from_secs(25))),
     ]);
-    let (stop, _, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
+    let (stop, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
     tokio::time::sleep(Duration::from_secs(100)).await;
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
     let g = gaps(&script.calls());
     assert!(
@@ -256,18 +249,18 @@ async fn permanent_failures_wait_max_backoff_unless_the_secret_rotated() {
         Step::Fail(ErrorKind::InvalidClient, None),
         20,
     ));
-    let (stop, wake, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
+    let (stop, h) = spawn(refresher(&r, &script, RefreshPolicy::default()));
     tokio::time::sleep(Duration::from_secs(301)).await;
     let g = gaps(&script.calls());
     assert_eq!(g.len(), 5, "{g:?}");
     assert!(g.iter().all(|x| (*x - 60.0).abs() < 1e-6), "{g:?}");
     // A rotation seen by the watcher: the next attempt comes after min_backoff, not max_backoff.
     script.rotated.store(true, Ordering::SeqCst);
-    wake.notify_one();
+    stop.wake();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = script.calls();
     assert_eq!(calls.len(), 7, "{:?}", gaps(&calls));
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
 }
 
@@ -291,7 +284,7 @@ async fn a_warm_restart_adopts_the_saved_token_without_a_request() {
         _dir: tempfile::tempdir().unwrap(),
     };
     let script2 = Script::new([Step::Issue(Duration::from_secs(1000))]);
-    let (stop, _, h) = spawn(refresher(&rig2, &script2, RefreshPolicy::default()));
+    let (stop, h) = spawn(refresher(&rig2, &script2, RefreshPolicy::default()));
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(
         rig2.state.readiness().ready,
@@ -300,7 +293,7 @@ async fn a_warm_restart_adopts_the_saved_token_without_a_request() {
     assert!(script2.calls().is_empty(), "no request on a warm start");
     // The planned refresh still happens inside the window of the adopted token (630 s .. 765 s after issue).
     tokio::time::sleep(Duration::from_secs(700)).await;
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
     assert_eq!(script2.calls().len(), 1);
 }
@@ -314,14 +307,14 @@ async fn an_at_once_restart_requests_at_once_even_with_a_token_to_adopt() {
     tokio::time::sleep(Duration::from_secs(100)).await;
 
     let script2 = Script::new([Step::Issue(Duration::from_secs(1000))]);
-    let (stop, _, h) = spawn(refresher(&r, &script2, RefreshPolicy::default()).at_once());
+    let (stop, h) = spawn(refresher(&r, &script2, RefreshPolicy::default()).at_once());
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(
         script2.calls().len(),
         1,
         "new TLS files after a failure are tried at once, not at the adopted token's planned refresh"
     );
-    stop.send(true).unwrap();
+    stop.stop();
     h.await.unwrap();
 }
 

@@ -164,11 +164,15 @@ impl PrivateKeyJwt {
     /// Reads the key (and certificate) as they are now; a key content parsed before is reused
     /// ([`SigningKey::from_pem_cached`]); the PEM bytes are wiped once used.
     pub fn signer(&self) -> Result<AssertionSigner, AuthError> {
+        self.signer_from(&mut Reads::new(""))
+    }
+
+    fn signer_from(&self, reads: &mut Reads) -> Result<AssertionSigner, AuthError> {
         let key_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| AuthError::Key { path, source }
         };
-        let mut pem = read_bounded(&self.private_key_file, PEM_LIMIT, true)?;
+        let mut pem = reads.file(&self.private_key_file, PEM_LIMIT)?;
         let key = SigningKey::from_pem_cached(&pem);
         pem.zeroize();
         let key = key.map_err(key_err(&self.private_key_file))?;
@@ -176,7 +180,7 @@ impl PrivateKeyJwt {
             KeyIdSource::None => KeyId::None,
             KeyIdSource::Kid(k) => KeyId::Kid(k.clone()),
             KeyIdSource::Certificate(cert) => {
-                let pem = read_bounded(cert, PEM_LIMIT, true)?;
+                let pem = reads.file(cert, PEM_LIMIT)?;
                 KeyId::from_certificate_pem(&pem, &key).map_err(key_err(cert))?
             }
         };
@@ -194,7 +198,14 @@ impl PrivateKeyJwt {
 /// Reads a client assertion file (a JWT someone else signed, e.g. the projected service-account token), bounded,
 /// and checks that it looks like a JWT; `exp` is the payload's `exp`, read without verifying the signature.
 pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthError> {
-    let mut bytes = read_bounded(path, CREDENTIAL_LIMIT, true)?;
+    assertion_of(path, read_bounded(path, ASSERTION_LIMIT, true)?)
+}
+
+/// The most bytes a client assertion file may have.
+const ASSERTION_LIMIT: u64 = CREDENTIAL_LIMIT;
+
+/// [`read_assertion`] of bytes already read from `path`.
+fn assertion_of(path: &Path, mut bytes: Vec<u8>) -> Result<(SecretString, Option<u64>), AuthError> {
     let text = String::from_utf8(std::mem::take(&mut bytes)).map_err(|e| {
         e.into_bytes().zeroize();
         AuthError::NotAJwt {
@@ -207,6 +218,47 @@ pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthEr
         path: path.to_path_buf(),
     })?;
     Ok((SecretString::from(trimmed.to_string()), exp))
+}
+
+/// The credentials of one request, each read once: what is read is also hashed, in the order read, so the request
+/// and the fingerprint that notices a rotation ([`ClientAuth::fingerprint`]) come from the same read.
+struct Reads {
+    h: std::collections::hash_map::DefaultHasher,
+}
+
+impl Reads {
+    fn new(method: &str) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        method.hash(&mut h);
+        Reads { h }
+    }
+
+    fn source(&mut self, src: &CredentialSource) -> Result<SecretString, CredentialError> {
+        let value = src.load()?;
+        value.expose_secret().hash(&mut self.h);
+        Ok(value)
+    }
+
+    fn credentials(
+        &mut self,
+        id: &CredentialSource,
+        secret: &CredentialSource,
+    ) -> Result<Credentials, CredentialError> {
+        Ok(Credentials {
+            client_id: self.source(id)?,
+            client_secret: self.source(secret)?,
+        })
+    }
+
+    fn file(&mut self, path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let bytes = read_bounded(path, limit, true)?;
+        bytes.hash(&mut self.h);
+        Ok(bytes)
+    }
+
+    fn finish(self) -> u64 {
+        self.h.finish()
+    }
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -341,36 +393,41 @@ impl ClientAuth {
             .collect()
     }
 
-    /// A hash of the credentials as they are now, to notice a rotation without keeping a second copy of a secret.
+    /// A hash of the credentials as they are now, to notice a rotation without keeping a second copy of a secret:
+    /// what [`Self::apply`] returns for the same files, read as it reads them, without building a request.
     pub fn fingerprint(&self) -> Result<u64, AuthError> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.name().hash(&mut h);
+        let mut reads = Reads::new(self.name());
         for (_, src) in self.sources() {
-            src.load()?.expose_secret().hash(&mut h);
+            reads.source(src)?;
         }
-        for (_, path) in self.key_files() {
-            let mut bytes = read_bounded(path, PEM_LIMIT, true)?;
-            bytes.hash(&mut h);
-            bytes.zeroize();
+        for (key, path) in self.key_files() {
+            let limit = if key == "client_assertion_file" {
+                ASSERTION_LIMIT
+            } else {
+                PEM_LIMIT
+            };
+            reads.file(path, limit)?.zeroize();
         }
-        Ok(h.finish())
+        Ok(reads.finish())
     }
 
-    /// Reads the credentials now and adds them to `req`: an `Authorization` header and/or form fields.
-    pub fn apply(&self, req: &mut TokenRequest, ctx: &RequestContext) -> Result<(), AuthError> {
+    /// Reads the credentials now, once, and adds them to `req`: an `Authorization` header and/or form fields.
+    /// Returns the fingerprint of what it read ([`Self::fingerprint`]).
+    pub fn apply(&self, req: &mut TokenRequest, ctx: &RequestContext) -> Result<u64, AuthError> {
+        let mut reads = Reads::new(self.name());
         match self {
             ClientAuth::SecretBasic {
                 client_id,
                 client_secret,
             } => {
-                let c = Credentials::load(client_id, client_secret)?;
+                let c = reads.credentials(client_id, client_secret)?;
                 basic(req, &c, false);
             }
             ClientAuth::SecretBasicRaw {
                 client_id,
                 client_secret,
             } => {
-                let c = Credentials::load(client_id, client_secret)?;
+                let c = reads.credentials(client_id, client_secret)?;
                 if c.client_id.expose_secret().contains(':') {
                     return Err(AuthError::ColonInRawBasicId);
                 }
@@ -380,19 +437,19 @@ impl ClientAuth {
                 client_id,
                 client_secret,
             } => {
-                let c = Credentials::load(client_id, client_secret)?;
+                let c = reads.credentials(client_id, client_secret)?;
                 req.secret_field("client_id", &c.client_id);
                 req.secret_field("client_secret", &c.client_secret);
             }
             ClientAuth::None { client_id } => {
                 if let Some(id) = client_id {
-                    req.secret_field("client_id", &id.load()?);
+                    req.secret_field("client_id", &reads.source(id)?);
                 }
             }
             ClientAuth::PrivateKeyJwt(k) => {
-                let client_id = k.client_id.load()?;
+                let client_id = reads.source(&k.client_id)?;
                 let assertion = k
-                    .signer()?
+                    .signer_from(&mut reads)?
                     .sign_assertion(
                         client_id.expose_secret(),
                         k.audience(ctx),
@@ -406,8 +463,8 @@ impl ClientAuth {
                 assertion_fields(req, &client_id, &assertion);
             }
             ClientAuth::ClientAssertionFile { client_id, path } => {
-                let client_id = client_id.load()?;
-                let (assertion, exp) = read_assertion(path)?;
+                let client_id = reads.source(client_id)?;
+                let (assertion, exp) = assertion_of(path, reads.file(path, ASSERTION_LIMIT)?)?;
                 if let Some(exp) = exp.filter(|e| *e <= unix(ctx.now)) {
                     return Err(AuthError::AssertionExpired {
                         path: path.clone(),
@@ -417,7 +474,7 @@ impl ClientAuth {
                 assertion_fields(req, &client_id, &assertion);
             }
         }
-        Ok(())
+        Ok(reads.finish())
     }
 }
 
@@ -608,6 +665,85 @@ mod tests {
         assert_ne!(auth.fingerprint().unwrap(), before);
         std::fs::remove_file(&p).unwrap();
         assert!(auth.fingerprint().is_err());
+    }
+
+    #[test]
+    fn a_request_reports_the_fingerprint_of_what_it_read_the_one_read_apart_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, content: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            p
+        };
+        let (id, secret) = (file("id", "app\n"), file("secret", "s3cret"));
+        let key = file("key.pem", &p256_pem());
+        let e = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!("{}.{}.c2ln\n", e(r#"{"alg":"RS256"}"#), e(r#"{"exp":100}"#));
+        let assertion = file("assertion", &jwt);
+        let pair = || {
+            (
+                CredentialSource::File(id.clone()),
+                CredentialSource::File(secret.clone()),
+            )
+        };
+        let (a, b) = (pair(), pair());
+        let methods = [
+            ClientAuth::SecretBasic {
+                client_id: a.0,
+                client_secret: a.1,
+            },
+            ClientAuth::SecretBasicRaw {
+                client_id: b.0,
+                client_secret: b.1,
+            },
+            ClientAuth::SecretPost {
+                client_id: pair().0,
+                client_secret: pair().1,
+            },
+            ClientAuth::None {
+                client_id: Some(pair().0),
+            },
+            ClientAuth::PrivateKeyJwt(Box::new(PrivateKeyJwt {
+                client_id: pair().0,
+                private_key_file: key,
+                alg: None,
+                key_id: KeyIdSource::None,
+                audience: AssertionAudience::TokenEndpoint,
+                lifetime: Duration::from_secs(60),
+            })),
+            ClientAuth::ClientAssertionFile {
+                client_id: pair().0,
+                path: assertion,
+            },
+        ];
+        let url = ctx_url();
+        let ctx = RequestContext {
+            token_url: &url,
+            now: SystemTime::UNIX_EPOCH,
+        };
+        let mut seen = Vec::new();
+        for auth in &methods {
+            let applied = auth.apply(&mut TokenRequest::default(), &ctx).unwrap();
+            assert_eq!(applied, auth.fingerprint().unwrap(), "{}", auth.name());
+            seen.push(applied);
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            methods.len(),
+            "each method's fingerprint is its own"
+        );
+        // A rotation changes what the request reads and reports.
+        let before = methods[0]
+            .apply(&mut TokenRequest::default(), &ctx)
+            .unwrap();
+        std::fs::write(&secret, "rotated").unwrap();
+        let after = methods[0]
+            .apply(&mut TokenRequest::default(), &ctx)
+            .unwrap();
+        assert_ne!(before, after);
+        assert_eq!(after, methods[0].fingerprint().unwrap());
     }
 
     #[test]

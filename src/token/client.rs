@@ -42,8 +42,9 @@ pub struct TokenClient {
     spec: RequestSpec,
     /// The fingerprint of the credentials last sent, to notice a rotation.
     last_used: Mutex<Option<u64>>,
-    /// Set with `issuer:`: the endpoint (and the method, for `auto`) comes from the issuer's document.
-    discovery: Option<Discovering>,
+    /// Set with `issuer:`: the endpoint (and the method, for `auto`) comes from the issuer's document. Boxed: it is
+    /// ~900 bytes, and most tokens have none.
+    discovery: Option<Box<Discovering>>,
 }
 
 /// The discovery side of a client: the issuer, and what the last good document said.
@@ -91,10 +92,14 @@ impl fmt::Debug for TokenClient {
 /// A hash of everything a request reads at request time (client credentials, a subject token), to notice a rotation.
 /// For a grant that reads nothing it is the client authentication's own fingerprint.
 pub fn credentials_fingerprint(auth: &ClientAuth, grant: &Grant) -> Result<u64, AuthError> {
-    let auth = auth.fingerprint()?;
-    match grant.fingerprint()? {
-        0 => Ok(auth),
-        g => Ok(auth.rotate_left(1) ^ g),
+    Ok(combined(auth.fingerprint()?, grant.fingerprint()?))
+}
+
+/// One fingerprint of the client authentication's and the grant's.
+fn combined(auth: u64, grant: u64) -> u64 {
+    match grant {
+        0 => auth,
+        g => auth.rotate_left(1) ^ g,
     }
 }
 
@@ -115,11 +120,13 @@ impl TokenClient {
     /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
     /// the issuer's URL and is not posted to).
     pub fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
-        self.discovery = discovery.map(|config| Discovering {
-            config,
-            current: Mutex::new(None),
-            fetched: Mutex::new(None),
-            moved: std::sync::atomic::AtomicBool::new(false),
+        self.discovery = discovery.map(|config| {
+            Box::new(Discovering {
+                config,
+                current: Mutex::new(None),
+                fetched: Mutex::new(None),
+                moved: std::sync::atomic::AtomicBool::new(false),
+            })
         });
         self
     }
@@ -241,26 +248,27 @@ impl TokenClient {
     /// The request as it would be sent now: credentials read fresh, the grant's and authentication's fields added.
     /// With discovery, `fetch` sends it to the discovered endpoint (and, for `auto`, in the form picked) instead.
     pub fn request(&self, now: SystemTime) -> Result<TokenRequest, AuthError> {
-        self.request_to(&self.spec.url, &self.spec.auth, now)
+        Ok(self.request_to(&self.spec.url, &self.spec.auth, now)?.0)
     }
 
+    /// The request, and the [`credentials_fingerprint`] of the credentials in it: every file is read once.
     fn request_to(
         &self,
         url: &Url,
         auth: &ClientAuth,
         now: SystemTime,
-    ) -> Result<TokenRequest, AuthError> {
+    ) -> Result<(TokenRequest, u64), AuthError> {
         let ctx = RequestContext {
             token_url: url,
             now,
         };
         let mut req = TokenRequest::default();
-        self.spec.grant.apply(&mut req, &ctx)?;
+        let grant = self.spec.grant.apply(&mut req, &ctx)?;
         for (k, v) in &self.spec.fields {
             req.field(k, v);
         }
-        auth.apply(&mut req, &ctx)?;
-        Ok(req)
+        let auth = auth.apply(&mut req, &ctx)?;
+        Ok((req, combined(auth, grant)))
     }
 
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
@@ -281,9 +289,7 @@ impl TokenClient {
     /// One token request. `issued_at` is taken before sending, so the token's times err on the early side.
     pub async fn fetch(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
         let (url, auth) = self.endpoint(issued_at).await?;
-        let fingerprint =
-            credentials_fingerprint(&auth, &self.spec.grant).map_err(credentials_error)?;
-        let req = self
+        let (req, fingerprint) = self
             .request_to(&url, &auth, issued_at)
             .map_err(credentials_error)?;
         *lock(&self.last_used) = Some(fingerprint);

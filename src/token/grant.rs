@@ -58,7 +58,7 @@ impl Grant {
         &self,
         req: &mut TokenRequest,
         _ctx: &RequestContext,
-    ) -> Result<(), AuthError> {
+    ) -> Result<u64, AuthError> {
         req.field("grant_type", self.grant_type());
         if let Grant::TokenExchange {
             subject_token_file,
@@ -66,13 +66,15 @@ impl Grant {
             requested_token_type,
         } = self
         {
-            req.secret_field("subject_token", &subject_token(subject_token_file)?);
+            let token = subject_token(subject_token_file)?;
+            req.secret_field("subject_token", &token);
             req.field("subject_token_type", subject_token_type);
             if let Some(t) = requested_token_type {
                 req.field("requested_token_type", t);
             }
+            return Ok(hash_of(&token));
         }
-        Ok(())
+        Ok(0)
     }
 
     /// What `check` finds wrong with the files this grant reads, as (config key, message): the subject token is read
@@ -121,15 +123,16 @@ impl Grant {
             Grant::ClientCredentials => Ok(0),
             Grant::TokenExchange {
                 subject_token_file, ..
-            } => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                subject_token(subject_token_file)?
-                    .expose_secret()
-                    .hash(&mut h);
-                Ok(h.finish())
-            }
+            } => Ok(hash_of(&subject_token(subject_token_file)?)),
         }
     }
+}
+
+/// The fingerprint of a subject token, as [`Grant::fingerprint`] and [`Grant::apply`] give it.
+fn hash_of(token: &SecretString) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.expose_secret().hash(&mut h);
+    h.finish()
 }
 
 /// The subject token as the file has it now, trimmed of the newline editors add; never cached.
