@@ -106,7 +106,7 @@ impl Error {
 }
 
 /// What a token is requested with, from its config.
-pub fn request_spec(cfg: &TokenConfig) -> RequestSpec {
+pub(crate) fn request_spec(cfg: &TokenConfig) -> RequestSpec {
     let mut fields = Vec::new();
     if let Some(s) = &cfg.scope {
         fields.push(("scope".to_string(), s.clone()));
@@ -130,7 +130,7 @@ pub fn request_spec(cfg: &TokenConfig) -> RequestSpec {
 }
 
 /// The token client of one configured token, on a shared HTTP client.
-pub fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenClient, Error> {
+pub(crate) fn token_client(cfg: &TokenConfig, clients: &HttpClients) -> Result<TokenClient, Error> {
     let http = clients
         .get(&cfg.http, &cfg.token_url)
         .map_err(|source| Error::Client {
@@ -238,7 +238,7 @@ fn digest(bytes: &[u8]) -> Digest {
 }
 
 /// The daemon: its tokens' refreshers, the admin server, and reloads.
-pub struct Daemon {
+pub(crate) struct Daemon {
     config_path: PathBuf,
     /// The config in effect, without its tokens once they run: each token's config is in its [`Running`].
     config: Config,
@@ -267,7 +267,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl Daemon {
     /// `applied_bytes`: the config file's bytes `config` was parsed from, if known (a reload of the same bytes is a no-op).
-    pub fn new(
+    pub(crate) fn new(
         config_path: PathBuf,
         config: Config,
         clock: Clock,
@@ -286,7 +286,7 @@ impl Daemon {
         }
     }
 
-    pub fn admin(&self) -> Admin {
+    pub(crate) fn admin(&self) -> Admin {
         Admin {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
@@ -355,7 +355,7 @@ impl Daemon {
     }
 
     /// Starts every configured token. Errors here are configuration errors (an unreadable CA file, say).
-    pub async fn start_all(&mut self) -> Result<(), Error> {
+    pub(crate) async fn start_all(&mut self) -> Result<(), Error> {
         let tokens = std::mem::take(&mut self.config.tokens);
         // The HTTP clients read CA and certificate files: build them on the blocking pool, then start from the cache.
         let (clients, tokens) = build_clients(tokens).await?;
@@ -367,7 +367,7 @@ impl Daemon {
     }
 
     /// Re-reads the config; applies it if it changed and is valid, else keeps the running one.
-    pub async fn reload(&mut self, watch: &mut DirWatch) {
+    pub(crate) async fn reload(&mut self, watch: &mut DirWatch) {
         // Credentials are read on every request; a nudge lets failing refreshers try a rotated secret now.
         // Only a real change nudges: any other event in a watched directory must not shorten a backoff.
         for r in self.running.values_mut() {
@@ -577,7 +577,7 @@ impl Daemon {
     }
 
     /// Stops every refresher, letting in-flight writes finish within the grace period.
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
         let mut handles = Vec::new();
         for n in names {
@@ -717,12 +717,12 @@ pub async fn run_on(
 /// One token that `once` could not vend.
 #[derive(Debug)]
 pub struct OnceFailure {
-    pub token: String,
-    pub url: String,
-    pub attempts: u32,
-    pub error: String,
+    pub(crate) token: String,
+    pub(crate) url: String,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
     /// The last attempt sent no request: its credentials could not be read or sent (a file or config problem).
-    pub unsent: bool,
+    pub(crate) unsent: bool,
 }
 
 impl std::fmt::Display for OnceFailure {

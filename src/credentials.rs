@@ -20,7 +20,7 @@ impl CredentialSource {
     }
 
     /// The config key that selects this source, for error messages.
-    pub fn key_name(&self, base: &str) -> String {
+    pub(crate) fn key_name(&self, base: &str) -> String {
         match self {
             CredentialSource::Inline(_) => base.to_string(),
             CredentialSource::File(_) => format!("{base}_file"),
@@ -29,7 +29,7 @@ impl CredentialSource {
     }
 
     /// The file this credential lives in, if any (its directory is watched for rotation).
-    pub fn file(&self) -> Option<&Path> {
+    pub(crate) fn file(&self) -> Option<&Path> {
         match self {
             CredentialSource::File(p) => Some(p),
             _ => None,
@@ -37,7 +37,7 @@ impl CredentialSource {
     }
 
     /// Reads the value now. Files are opened by path each time, so a Kubernetes `..data` swap is seen at once.
-    pub fn load(&self) -> Result<SecretString, CredentialError> {
+    pub(crate) fn load(&self) -> Result<SecretString, CredentialError> {
         match self {
             CredentialSource::Inline(s) => Ok(s.clone()),
             CredentialSource::Env(name) => match std::env::var(name) {
@@ -116,30 +116,9 @@ pub enum CredentialError {
 
 /// The pair sent to the token endpoint.
 #[derive(Debug, Clone)]
-pub struct Credentials {
-    pub client_id: SecretString,
-    pub client_secret: SecretString,
-}
-
-impl Credentials {
-    pub fn load(
-        id: &CredentialSource,
-        secret: &CredentialSource,
-    ) -> Result<Credentials, CredentialError> {
-        Ok(Credentials {
-            client_id: id.load()?,
-            client_secret: secret.load()?,
-        })
-    }
-
-    /// A hash of the id and secret, to notice a rotation without keeping a second copy of the secret.
-    pub fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.client_id.expose_secret().hash(&mut h);
-        self.client_secret.expose_secret().hash(&mut h);
-        h.finish()
-    }
+pub(crate) struct Credentials {
+    pub(crate) client_id: SecretString,
+    pub(crate) client_secret: SecretString,
 }
 
 #[cfg(test)]
@@ -194,17 +173,6 @@ mod tests {
         assert!(e
             .to_string()
             .contains("TOKEN_VENDOR_TEST_SURELY_UNSET is not set"));
-    }
-
-    #[test]
-    fn the_fingerprint_changes_with_the_secret_only() {
-        let c = |id: &str, s: &str| Credentials {
-            client_id: SecretString::from(id.to_string()),
-            client_secret: SecretString::from(s.to_string()),
-        };
-        assert_eq!(c("a", "s1").fingerprint(), c("a", "s1").fingerprint());
-        assert_ne!(c("a", "s1").fingerprint(), c("a", "s2").fingerprint());
-        assert_ne!(c("a", "s1").fingerprint(), c("b", "s1").fingerprint());
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! reports, `schema` prints the JSON Schema of a token entry from `config`'s raw types. Imports follow the chain
 //! backwards only: `config` builds the request's domain types (`token::auth`, `token::grant`, `token::http`,
 //! `token::discovery::Discovery`) but knows neither the token client nor `output`, and nothing under `token` imports
-//! `config`. One import goes the other way today: `notify` takes its retry delays from `refresh::schedule::backoff`,
-//! so `notify` and `refresh` import each other (no two files do). `scripts/import-graph` prints the graph and its cycles.
+//! `config`. `schedule` is the pure timing both `refresh` and `notify` use (when to refresh, how long to back off), so
+//! neither imports the other for it. `scripts/import-graph` prints the graph and fails on a cycle (scripts/test runs it).
 //!
 //! Every module is private. The public surface is the `pub use` list below, grouped by the crate's users outside
 //! `src/`: the binary (`src/main.rs`), the integration tests (`tests/it`), the benchmark `bench/sign_cost.rs` and the
 //! simulator `examples/fleet_sim.rs`, plus the types their signatures name. The fuzz targets (`fuzz/`) come in through
 //! the hidden `fuzz_api` only. Everything else is `pub(crate)` at most, so the compiler reports what nothing uses.
+
+// A `pub` item that is not re-exported below is a warning (an error under clippy -D warnings): use `pub(crate)`.
+#![warn(unreachable_pub)]
 
 mod admin;
 mod app;
@@ -22,8 +25,6 @@ mod check;
 mod cli;
 mod clock;
 mod config;
-// Holds items only its tests use, left for the second round of issue 20 (mem2's files): `Credentials::fingerprint`.
-#[allow(dead_code)]
 mod credentials;
 mod demo;
 mod fsread;
@@ -35,14 +36,10 @@ mod logging;
 mod metrics;
 mod notify;
 mod output;
-// Holds items only its tests use, left for the second round of issue 20 (mem2's files): `Refresher::refresh_once`,
-// `Sink::outputs`.
-#[allow(dead_code)]
 mod refresh;
+mod schedule;
 mod schema;
 mod shutdown;
-// Holds items only its tests use, left for the second round of issue 20 (mem2's files): `State::names`.
-#[allow(dead_code)]
 mod state;
 mod token;
 mod watch;
@@ -70,7 +67,7 @@ pub use limits::try_raise_fd_limit;
 pub use load::open_files;
 pub use output::render;
 pub use refresh::sink::{seal, KEY_FILE};
-pub use token::client::basic_auth;
+pub use token::auth::basic_auth;
 pub use token::error::ErrorKind;
 pub use token::token::{jwt_exp, parse_token_response, rfc3339, TokenRecord, MAX_LIFETIME};
 
@@ -88,7 +85,7 @@ pub use token::auth::{
 
 // The simulator examples/fleet_sim.rs: the refresh schedule's pure functions.
 pub use config::RefreshPolicy;
-pub use refresh::schedule::{backoff, next_refresh, remaining, retry_delay, Failure};
+pub use schedule::{backoff, next_refresh, remaining, retry_delay, Failure};
 pub use token::token::refresh_buffer;
 
 // The types the items above take, return or hold, so that each can be named.

@@ -21,13 +21,13 @@ use crate::state::State;
 use crate::token::ErrorKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabel {
-    pub token: String,
+pub(crate) struct TokenLabel {
+    pub(crate) token: String,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum RefreshResult {
+pub(crate) enum RefreshResult {
     success,
     transient_error,
     permanent_error,
@@ -41,7 +41,7 @@ struct RefreshLabels {
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum ReloadResult {
+pub(crate) enum ReloadResult {
     success,
     error,
 }
@@ -54,7 +54,7 @@ struct ReloadLabels {
 /// What became of a notification to the app (`crate::notify`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum NotifyResult {
+pub(crate) enum NotifyResult {
     /// The app was told: a 2xx answer, or the signal was sent.
     success,
     /// An attempt failed (http retries it with backoff).
@@ -66,14 +66,14 @@ pub enum NotifyResult {
 }
 
 impl NotifyResult {
-    pub const ALL: [NotifyResult; 4] = [
+    pub(crate) const ALL: [NotifyResult; 4] = [
         NotifyResult::success,
         NotifyResult::error,
         NotifyResult::skipped,
         NotifyResult::superseded,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotifyResult::success => "success",
             NotifyResult::error => "error",
@@ -257,7 +257,7 @@ impl Collector for TokenSeries {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     token_valid: Family<TokenLabel, Gauge>,
     expiry: Family<TokenLabel, FloatGauge>,
@@ -292,7 +292,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             token_valid: Family::default(),
@@ -341,7 +341,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn refresh(&self, token: &str, result: RefreshResult, took: Duration) {
+    pub(crate) fn refresh(&self, token: &str, result: RefreshResult, took: Duration) {
         let secs = took.as_secs_f64();
         self.tokens.update(token, |s| {
             if let Some(i) = RESULTS.iter().position(|r| *r == result) {
@@ -360,26 +360,26 @@ impl Metrics {
     }
 
     /// Counts one failed refresh under its error kind.
-    pub fn refresh_error(&self, token: &str, kind: ErrorKind) {
+    pub(crate) fn refresh_error(&self, token: &str, kind: ErrorKind) {
         if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
             self.tokens.update(token, |s| s.errors[i] += 1);
         }
     }
 
-    pub fn success(&self, token: &str, at: SystemTime) {
+    pub(crate) fn success(&self, token: &str, at: SystemTime) {
         self.tokens
             .update(token, |s| s.last_success = Some(unix_seconds(at)));
     }
 
-    pub fn write_error(&self, token: &str) {
+    pub(crate) fn write_error(&self, token: &str) {
         self.tokens.update(token, |s| s.write_errors += 1);
     }
 
-    pub fn reload(&self, result: ReloadResult) {
+    pub(crate) fn reload(&self, result: ReloadResult) {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    pub fn notify(&self, token: &str, result: NotifyResult) {
+    pub(crate) fn notify(&self, token: &str, result: NotifyResult) {
         self.notify_total
             .get_or_create(&NotifyLabels {
                 token: token.to_string(),
@@ -389,7 +389,7 @@ impl Metrics {
     }
 
     /// Makes a token's notify series exist from the start (only tokens with a hook have them).
-    pub fn register_notify(&self, token: &str) {
+    pub(crate) fn register_notify(&self, token: &str) {
         for result in NotifyResult::ALL {
             let _ = self.notify_total.get_or_create(&NotifyLabels {
                 token: token.to_string(),
@@ -399,7 +399,7 @@ impl Metrics {
     }
 
     /// Drops a token's notify series (its hook was removed, or the token).
-    pub fn forget_notify(&self, token: &str) {
+    pub(crate) fn forget_notify(&self, token: &str) {
         for result in NotifyResult::ALL {
             self.notify_total.remove(&NotifyLabels {
                 token: token.to_string(),
@@ -409,12 +409,12 @@ impl Metrics {
     }
 
     /// Makes a token's series exist from the start, so alerts see zeros rather than nothing.
-    pub fn register_token(&self, token: &str) {
+    pub(crate) fn register_token(&self, token: &str) {
         self.tokens.update(token, |_| {});
     }
 
     /// Drops every series of a token that is no longer configured.
-    pub fn forget_token(&self, token: &str) {
+    pub(crate) fn forget_token(&self, token: &str) {
         let l = label(token);
         self.token_valid.remove(&l);
         self.expiry.remove(&l);
@@ -424,7 +424,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the time-dependent gauges brought up to date first.
-    pub fn encode(&self, state: &State) -> String {
+    pub(crate) fn encode(&self, state: &State) -> String {
         let now = state.clock().mono();
         for (name, s) in state.snapshot() {
             let l = label(&name);

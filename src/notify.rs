@@ -27,7 +27,7 @@ use crate::config::notify::SignalName;
 use crate::config::{NotifyConfig, RefreshPolicy, TokenConfig};
 use crate::fsread::{self, ReadError};
 use crate::metrics::{Metrics, NotifyResult};
-use crate::refresh::schedule::backoff;
+use crate::schedule::backoff;
 use crate::state::{NotifyStatus, State};
 use crate::token::error::{chain, sanitize, SERVER_TEXT_MAX};
 use crate::token::http::USER_AGENT_VALUE;

@@ -13,16 +13,16 @@ use crate::token::{FetchError, Token};
 
 /// The times of the token on disk (never the token itself).
 #[derive(Debug, Clone, Copy)]
-pub struct Published {
-    pub issued_at: SystemTime,
-    pub refresh_time: SystemTime,
-    pub expires_at: SystemTime,
+pub(crate) struct Published {
+    pub(crate) issued_at: SystemTime,
+    pub(crate) refresh_time: SystemTime,
+    pub(crate) expires_at: SystemTime,
     /// `refresh_time` on the monotonic clock: readiness ends here.
-    pub valid_until: Instant,
+    pub(crate) valid_until: Instant,
 }
 
 impl Published {
-    pub fn of(token: &Token, clock: &Clock) -> Published {
+    pub(crate) fn of(token: &Token, clock: &Clock) -> Published {
         Published {
             issued_at: token.issued_at,
             refresh_time: token.refresh_time(),
@@ -33,9 +33,9 @@ impl Published {
 }
 
 #[derive(Debug, Clone)]
-pub struct LastError {
-    pub kind: &'static str,
-    pub message: String,
+pub(crate) struct LastError {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
 }
 
 impl From<&FetchError> for LastError {
@@ -49,21 +49,21 @@ impl From<&FetchError> for LastError {
 
 /// What `/status` shows of a token's notify hook: never the token, never what the app answered.
 #[derive(Debug, Clone)]
-pub struct NotifyStatus {
+pub(crate) struct NotifyStatus {
     /// `http` or `signal`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The URL, or the signal and the pid file.
-    pub target: String,
+    pub(crate) target: String,
     /// The last attempt's result, as the metric's `result` label says it.
-    pub last_result: Option<&'static str>,
-    pub last_attempt: Option<SystemTime>,
-    pub last_success: Option<SystemTime>,
+    pub(crate) last_result: Option<&'static str>,
+    pub(crate) last_attempt: Option<SystemTime>,
+    pub(crate) last_success: Option<SystemTime>,
     /// Why the last attempt did not reach the app (bounded; names the URL or pid file).
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 impl NotifyStatus {
-    pub fn new(kind: &'static str, target: String) -> Self {
+    pub(crate) fn new(kind: &'static str, target: String) -> Self {
         NotifyStatus {
             kind,
             target,
@@ -77,22 +77,22 @@ impl NotifyStatus {
 
 /// One token's published status.
 #[derive(Debug, Clone)]
-pub struct TokenStatus {
-    pub url: String,
-    pub published: Option<Published>,
-    pub next_refresh: Option<SystemTime>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<LastError>,
-    pub last_success: Option<SystemTime>,
+pub(crate) struct TokenStatus {
+    pub(crate) url: String,
+    pub(crate) published: Option<Published>,
+    pub(crate) next_refresh: Option<SystemTime>,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_error: Option<LastError>,
+    pub(crate) last_success: Option<SystemTime>,
     /// The refresher promises to act again by this instant; past it, it has stalled.
-    pub expected_by: Instant,
-    pub alive: bool,
+    pub(crate) expected_by: Instant,
+    pub(crate) alive: bool,
     /// The notify hook's last result; `None` without a hook.
-    pub notify: Option<NotifyStatus>,
+    pub(crate) notify: Option<NotifyStatus>,
 }
 
 impl TokenStatus {
-    pub fn new(url: String, now: Instant) -> Self {
+    pub(crate) fn new(url: String, now: Instant) -> Self {
         TokenStatus {
             url,
             published: None,
@@ -106,7 +106,7 @@ impl TokenStatus {
         }
     }
 
-    pub fn valid_at(&self, now: Instant) -> bool {
+    pub(crate) fn valid_at(&self, now: Instant) -> bool {
         self.published.is_some_and(|p| now < p.valid_until)
     }
 
@@ -129,71 +129,71 @@ impl TokenStatus {
 
 /// All tokens' status, keyed by token name.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     clock: Clock,
     tokens: Mutex<BTreeMap<String, TokenStatus>>,
 }
 
 #[derive(Serialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub tokens: BTreeMap<String, TokenReadiness>,
+pub(crate) struct Readiness {
+    pub(crate) ready: bool,
+    pub(crate) tokens: BTreeMap<String, TokenReadiness>,
 }
 
 #[derive(Serialize)]
-pub struct TokenReadiness {
-    pub ready: bool,
+pub(crate) struct TokenReadiness {
+    pub(crate) ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct Liveness {
-    pub live: bool,
-    pub tokens: BTreeMap<String, TokenReadiness>,
+pub(crate) struct Liveness {
+    pub(crate) live: bool,
+    pub(crate) tokens: BTreeMap<String, TokenReadiness>,
 }
 
 #[derive(Serialize)]
-pub struct StatusEntry {
-    pub name: String,
-    pub ready: bool,
-    pub token_url: String,
-    pub issued_at: Option<String>,
-    pub refresh_time: Option<String>,
-    pub expires_at: Option<String>,
-    pub next_refresh: Option<String>,
-    pub last_success: Option<String>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<StatusError>,
+pub(crate) struct StatusEntry {
+    pub(crate) name: String,
+    pub(crate) ready: bool,
+    pub(crate) token_url: String,
+    pub(crate) issued_at: Option<String>,
+    pub(crate) refresh_time: Option<String>,
+    pub(crate) expires_at: Option<String>,
+    pub(crate) next_refresh: Option<String>,
+    pub(crate) last_success: Option<String>,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_error: Option<StatusError>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub notify: Option<StatusNotify>,
+    pub(crate) notify: Option<StatusNotify>,
 }
 
 #[derive(Serialize)]
-pub struct StatusNotify {
-    pub kind: &'static str,
-    pub target: String,
-    pub last_result: Option<&'static str>,
-    pub last_attempt: Option<String>,
-    pub last_success: Option<String>,
-    pub problem: Option<String>,
+pub(crate) struct StatusNotify {
+    pub(crate) kind: &'static str,
+    pub(crate) target: String,
+    pub(crate) last_result: Option<&'static str>,
+    pub(crate) last_attempt: Option<String>,
+    pub(crate) last_success: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct StatusError {
-    pub kind: &'static str,
-    pub message: String,
+pub(crate) struct StatusError {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
 }
 
 impl State {
-    pub fn new(clock: Clock) -> Arc<State> {
+    pub(crate) fn new(clock: Clock) -> Arc<State> {
         Arc::new(State {
             clock,
             tokens: Mutex::new(BTreeMap::new()),
         })
     }
 
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -203,7 +203,7 @@ impl State {
     }
 
     /// Adds a token, or keeps its entry (and its published token) if it is already there.
-    pub fn register(&self, name: &str, url: String) {
+    pub(crate) fn register(&self, name: &str, url: String) {
         let now = self.clock.mono();
         let mut t = self.lock();
         let e = t
@@ -214,32 +214,28 @@ impl State {
         e.expected_by = now + Duration::from_secs(60);
     }
 
-    pub fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         self.lock().remove(name);
     }
 
-    pub fn update<R>(&self, name: &str, f: impl FnOnce(&mut TokenStatus) -> R) -> Option<R> {
+    pub(crate) fn update<R>(&self, name: &str, f: impl FnOnce(&mut TokenStatus) -> R) -> Option<R> {
         self.lock().get_mut(name).map(f)
     }
 
-    pub fn snapshot(&self) -> BTreeMap<String, TokenStatus> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, TokenStatus> {
         self.lock().clone()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 
     /// Whether there are tokens and every one has a published token that is `valid()` now (readiness, without
     /// the reasons).
-    pub fn all_valid(&self) -> bool {
+    pub(crate) fn all_valid(&self) -> bool {
         let now = self.clock.mono();
         let t = self.lock();
         !t.is_empty() && t.values().all(|s| s.valid_at(now))
     }
 
     /// Ready when every configured token has a published token that is `valid()` now.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let now = self.clock.mono();
         let t = self.lock();
         let tokens: BTreeMap<String, TokenReadiness> = t
@@ -262,7 +258,7 @@ impl State {
     }
 
     /// Live while every refresher is running and has acted when it said it would.
-    pub fn liveness(&self) -> Liveness {
+    pub(crate) fn liveness(&self) -> Liveness {
         let now = self.clock.mono();
         let t = self.lock();
         let tokens: BTreeMap<String, TokenReadiness> = t
@@ -293,7 +289,7 @@ impl State {
         }
     }
 
-    pub fn status(&self) -> Vec<StatusEntry> {
+    pub(crate) fn status(&self) -> Vec<StatusEntry> {
         let now = self.clock.mono();
         self.lock()
             .iter()

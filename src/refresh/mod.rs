@@ -1,7 +1,6 @@
-//! One refresher per token: vend, publish to the sinks, schedule the next refresh or retry; `refresh_once` is the step, `run` the loop.
+//! One refresher per token: vend, publish to the sinks, schedule the next refresh or retry; `run` is the loop (`refresh_once`, one request and its publish, is the step the tests drive).
 
-pub mod schedule;
-pub mod sink;
+pub(crate) mod sink;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,22 +16,22 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::RefreshPolicy;
 use crate::metrics::{Metrics, RefreshResult};
+use crate::schedule::{self, next_refresh, remaining, retry_delay, Failure};
 use crate::state::{LastError, Published, State};
 use crate::token::discovery::Cached;
 use crate::token::token::rfc3339;
 use crate::token::{ErrorKind, FetchError, Token, TokenClient};
-use schedule::{next_refresh, remaining, retry_delay, Failure};
-pub use sink::Sink;
+pub(crate) use sink::Sink;
 
 /// At most this many token requests are in flight at once in one process. A sidecar with many tokens then never
 /// opens a connection per token at once: its identity provider sees no start-up burst, and the heap does not grow by
 /// ~50 KiB per token for connection buffers that the allocator keeps after the burst (BENCHMARKS.md, 1,000 tokens).
-pub const MAX_IN_FLIGHT: usize = 16;
+pub(crate) const MAX_IN_FLIGHT: usize = 16;
 
 /// How long a request waits for its turn before it goes anyway, so an endpoint that hangs while holding every
 /// turn cannot stall the other tokens' refreshers past their liveness promise (patience + request timeout stays
 /// within the grace of request timeout + 30 s).
-pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(20);
 
 static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
 
@@ -40,7 +39,7 @@ static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX
 /// many file threads. Unbounded, 1,000 tokens starting together made tokio's blocking pool start up to its cap of
 /// 512 threads; bounded by a semaphore alone, it still started 10-60, since a thread that has just finished a job is
 /// not yet idle when the next job comes: each thread with its stack and glibc heap arena (BENCHMARKS.md, 1,000 tokens).
-pub const MAX_FILE_JOBS: usize = 4;
+pub(crate) const MAX_FILE_JOBS: usize = 4;
 
 static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_JOBS);
 
@@ -79,7 +78,7 @@ fn file_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
 /// A file job that did not complete: it panicked (a bug), or no thread could run it.
 #[derive(Debug, thiserror::Error)]
 #[error("the file job did not complete")]
-pub struct FileJobFailed;
+pub(crate) struct FileJobFailed;
 
 /// Runs `f` on a file thread once one of the [`MAX_FILE_JOBS`] turns is free. After [`IN_FLIGHT_PATIENCE`] without
 /// one it runs on tokio's blocking pool instead, so a disk that hangs while holding every turn cannot stall the
@@ -113,7 +112,7 @@ async fn file_job<T: Send + 'static>(
 }
 
 /// Something that vends tokens: the real client, or a scripted one in tests.
-pub trait Vend: Send + Sync + 'static {
+pub(crate) trait Vend: Send + Sync + 'static {
     fn vend(&self, issued_at: SystemTime)
         -> impl Future<Output = Result<Token, FetchError>> + Send;
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
@@ -139,12 +138,12 @@ pub trait Vend: Send + Sync + 'static {
 }
 
 /// The production vendor: the token client, which reads the credentials fresh for every request.
-pub struct ClientVend {
-    pub client: TokenClient,
+pub(crate) struct ClientVend {
+    pub(crate) client: TokenClient,
 }
 
 impl ClientVend {
-    pub fn new(client: TokenClient) -> Self {
+    pub(crate) fn new(client: TokenClient) -> Self {
         ClientVend { client }
     }
 }
@@ -182,7 +181,7 @@ impl Vend for ClientVend {
 /// How the daemon reaches one running refresher: stop it, or wake it to try rotated credentials. One small allocation
 /// per token (a `watch` channel for the stop alone was ~340 bytes).
 #[derive(Debug, Default)]
-pub struct Remote {
+pub(crate) struct Remote {
     stopped: AtomicBool,
     stop: Notify,
     wake: Notify,
@@ -190,13 +189,13 @@ pub struct Remote {
 
 impl Remote {
     /// The refresher stops at its next wait (an in-flight request is dropped, a write in progress finishes).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.stop.notify_one();
     }
 
     /// The credential files changed: a refresher that failed retries soon.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -211,13 +210,13 @@ impl Remote {
 
 /// What one step did, and how long until the next one.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Refreshed { next: Duration },
     Failed { error: FetchError, next: Duration },
 }
 
 impl Outcome {
-    pub fn next(&self) -> Duration {
+    pub(crate) fn next(&self) -> Duration {
         match self {
             Outcome::Refreshed { next } | Outcome::Failed { next, .. } => *next,
         }
@@ -225,7 +224,7 @@ impl Outcome {
 }
 
 /// The refresher of one token.
-pub struct Refresher<V: Vend> {
+pub(crate) struct Refresher<V: Vend> {
     name: String,
     vend: V,
     sink: Arc<Sink>,
@@ -270,7 +269,7 @@ impl Drop for PanicGuard {
 
 impl<V: Vend> Refresher<V> {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         vend: V,
         sink: Arc<Sink>,
@@ -304,39 +303,39 @@ impl<V: Vend> Refresher<V> {
     }
 
     /// Tells the app through `notifier` after each successful publish.
-    pub fn notifying(mut self, notifier: Option<crate::notify::Notifier>) -> Self {
+    pub(crate) fn notifying(mut self, notifier: Option<crate::notify::Notifier>) -> Self {
         self.notify = notifier;
         self
     }
 
     /// Gives a notification still on its way its last chance (bounded), then stops the notifier.
-    pub async fn finish_notify(&mut self) {
+    pub(crate) async fn finish_notify(&mut self) {
         if let Some(n) = self.notify.take() {
             n.finish(crate::notify::FINISH_GRACE).await;
         }
     }
 
     /// For `once`: logs say nothing of a next refresh or a retry that will never come.
-    pub fn one_shot(mut self) -> Self {
+    pub(crate) fn one_shot(mut self) -> Self {
         self.one_shot = true;
         self
     }
 
     /// Requests at once instead of at the adopted token's planned refresh: a restart for a change that may fix
     /// what the last attempt failed on (new TLS files) must not wait for a schedule that failure already missed.
-    pub fn at_once(mut self) -> Self {
+    pub(crate) fn at_once(mut self) -> Self {
         self.at_once = true;
         self
     }
 
     /// `tx` is told when the warm-start attempt is over (adopted or not), before any request is made.
-    pub fn on_started(mut self, tx: tokio::sync::oneshot::Sender<()>) -> Self {
+    pub(crate) fn on_started(mut self, tx: tokio::sync::oneshot::Sender<()>) -> Self {
         self.started = Some(tx);
         self
     }
 
     /// Adopts a still-valid token left by an earlier run; returns the delay to its planned refresh.
-    pub async fn warm_start(&mut self) -> Option<Duration> {
+    pub(crate) async fn warm_start(&mut self) -> Option<Duration> {
         let now = self.clock.wall();
         // File work runs on the blocking pool: the runtime thread never waits on a disk.
         let sink = self.sink.clone();
@@ -402,7 +401,7 @@ impl<V: Vend> Refresher<V> {
     }
 
     /// The request alone; cancellable (dropping it aborts the request and changes nothing).
-    pub async fn attempt(&mut self) -> (Result<Token, FetchError>, Duration) {
+    pub(crate) async fn attempt(&mut self) -> (Result<Token, FetchError>, Duration) {
         let _turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, IN_FLIGHT.acquire()).await;
         let started = self.clock.mono();
         self.last_attempt = Some(started);
@@ -411,7 +410,11 @@ impl<V: Vend> Refresher<V> {
     }
 
     /// Publishes an attempt's result: writes the files (never cancelled half-way), updates state and metrics.
-    pub async fn publish(&mut self, result: Result<Token, FetchError>, took: Duration) -> Outcome {
+    pub(crate) async fn publish(
+        &mut self,
+        result: Result<Token, FetchError>,
+        took: Duration,
+    ) -> Outcome {
         if let Some(d) = self.vend.take_discovered() {
             self.show_endpoint();
             // Saved even when the token request then failed: the document itself was good.
@@ -453,8 +456,9 @@ impl<V: Vend> Refresher<V> {
         }
     }
 
+    #[cfg(test)]
     /// One complete step: request, then publish.
-    pub async fn refresh_once(&mut self) -> Outcome {
+    pub(crate) async fn refresh_once(&mut self) -> Outcome {
         let (result, took) = self.attempt().await;
         self.publish(result, took).await
     }
@@ -576,7 +580,7 @@ impl<V: Vend> Refresher<V> {
     /// The task's future is allocated once per token and lives as long as the token, mostly asleep: every step
     /// that is not the wait itself (warm start, request, publish, the last notification) is boxed, so it takes
     /// memory only while it runs (~5 KiB a token otherwise; BENCHMARKS.md, 1,000 tokens).
-    pub async fn run(mut self, remote: Arc<Remote>) {
+    pub(crate) async fn run(mut self, remote: Arc<Remote>) {
         let _guard = PanicGuard {
             state: self.state.clone(),
             name: self.name.clone(),
@@ -624,7 +628,7 @@ fn round_ms(d: Duration) -> Duration {
 }
 
 /// A stable fingerprint of what a token was requested with, so a warm start never adopts a token for other settings.
-pub fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
+pub(crate) fn fingerprint(cfg: &crate::config::TokenConfig) -> String {
     // FNV-1a: stable across builds, unlike the std hasher.
     let mut h: u64 = 0xcbf29ce484222325;
     let mut feed = |s: &str| {

@@ -31,12 +31,12 @@ use crate::token::token::{TokenRecord, MAX_LIFETIME};
 use crate::token::Token;
 
 /// A token found on disk is adopted only if at least this share of its lifetime is left before `refresh_time`.
-pub const WARM_START_MIN_LEFT: f64 = 0.10;
+pub(crate) const WARM_START_MIN_LEFT: f64 = 0.10;
 
 /// How far in the future a saved `issued_at` may lie (clocks of restarts on one node agree to well within this).
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
-pub const STATE_SUFFIX: &str = ".tv-state";
+pub(crate) const STATE_SUFFIX: &str = ".tv-state";
 
 /// The MAC key's file in the state directory; ends in [`STATE_SUFFIX`] so the config watcher ignores it too.
 pub const KEY_FILE: &str = ".token-vendor-key.tv-state";
@@ -48,7 +48,7 @@ const MAGIC: &str = "token-vendor-state-v1";
 const DISCOVERY_MAGIC: &str = "token-vendor-discovery-v1";
 
 /// Ends in [`STATE_SUFFIX`], so the config watcher ignores it like the token's state.
-pub const DISCOVERY_SUFFIX: &str = ".discovery.tv-state";
+pub(crate) const DISCOVERY_SUFFIX: &str = ".discovery.tv-state";
 
 /// Where a token's state lives and the key that authenticates it.
 struct Store {
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Store {
 }
 
 #[derive(Debug)]
-pub struct Sink {
+pub(crate) struct Sink {
     outputs: Vec<OutputConfig>,
     targets: Vec<Target>,
     /// `None`: warm start is off (said once when the sink was made).
@@ -76,7 +76,7 @@ pub struct Sink {
 }
 
 /// `.<first output name>.tv-state`, next to the first output, mode 0600.
-pub fn state_file_for(first_output: &Path) -> PathBuf {
+pub(crate) fn state_file_for(first_output: &Path) -> PathBuf {
     let name = first_output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -85,7 +85,7 @@ pub fn state_file_for(first_output: &Path) -> PathBuf {
 }
 
 /// The discovery document's file next to a token's state file: `x.tv-state` → `x.discovery.tv-state`.
-pub fn discovery_file_for(state_file: &Path) -> PathBuf {
+pub(crate) fn discovery_file_for(state_file: &Path) -> PathBuf {
     let name = state_file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -114,7 +114,7 @@ fn unsafe_dir(meta: &std::fs::Metadata) -> Option<String> {
 
 /// Why the MAC key in a state directory cannot be used: warm start is then off there.
 #[derive(Debug, thiserror::Error)]
-pub enum StateKeyError {
+pub(crate) enum StateKeyError {
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error(transparent)]
@@ -217,7 +217,7 @@ pub fn seal(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes of a discovery record's file: [`seal`] under the discovery magic.
-pub fn seal_discovery(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
+pub(crate) fn seal_discovery(key: &hmac::Key, fingerprint: &str, record: &[u8]) -> Vec<u8> {
     seal_as(DISCOVERY_MAGIC, key, fingerprint, record)
 }
 
@@ -268,7 +268,7 @@ fn open_sealed<'a>(
 
 /// The reasons a saved token is not adopted; the caller logs it once.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No state file: the normal first start. Not logged.
     Missing,
     /// Warm start is off (said when the sink was made).
@@ -281,7 +281,7 @@ pub enum Refusal {
 
 impl Sink {
     /// `name` is the token's name (the state file's name in `state_dir`); directories are resolved here, once.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         outputs: Vec<OutputConfig>,
         fingerprint: String,
@@ -323,17 +323,18 @@ impl Sink {
         }
     }
 
-    pub fn outputs(&self) -> &[OutputConfig] {
+    #[cfg(test)]
+    pub(crate) fn outputs(&self) -> &[OutputConfig] {
         &self.outputs
     }
 
     /// Where the state is kept, `None` when warm start is off.
-    pub fn state_file(&self) -> Option<&Path> {
+    pub(crate) fn state_file(&self) -> Option<&Path> {
         self.store.as_ref().map(|s| s.file.path())
     }
 
     /// Writes every output, then the state file. With `only_if_changed`, files that already hold these bytes and mode are left alone.
-    pub fn write(&self, token: &Token, only_if_changed: bool) -> Result<(), WriteError> {
+    pub(crate) fn write(&self, token: &Token, only_if_changed: bool) -> Result<(), WriteError> {
         for (o, t) in self.outputs.iter().zip(&self.targets) {
             let bytes = render(o.format, token);
             if only_if_changed && t.holds(&bytes, o.mode, o.uid, o.gid) {
@@ -356,7 +357,7 @@ impl Sink {
     }
 
     /// The token saved by an earlier run, if it passes every check (module docs); else why not, logged once here.
-    pub fn load_warm(&self, now: SystemTime) -> Option<Token> {
+    pub(crate) fn load_warm(&self, now: SystemTime) -> Option<Token> {
         match self.check_warm(now) {
             Ok(t) => Some(t),
             Err(Refusal::Missing | Refusal::Disabled) => None,
@@ -372,7 +373,7 @@ impl Sink {
     }
 
     /// Deletes every output and the state files (`on_exit: remove`).
-    pub fn remove_all(&self) {
+    pub(crate) fn remove_all(&self) {
         let state = self.store.as_ref().map(|s| [&s.file, &s.discovery]);
         for t in self.targets.iter().chain(state.into_iter().flatten()) {
             if let Err(e) = t.remove() {
@@ -384,7 +385,7 @@ impl Sink {
     }
 
     /// Saves a discovery document (sealed like the token's state); nothing when warm start is off.
-    pub fn save_discovery(&self, cached: &Cached) -> Result<(), WriteError> {
+    pub(crate) fn save_discovery(&self, cached: &Cached) -> Result<(), WriteError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -404,7 +405,7 @@ impl Sink {
     /// The discovery document saved by an earlier run, under the same rules as the token's state: our file, mode
     /// 0600, a valid MAC for this key and these settings, fetched no later than now (within [`MAX_CLOCK_SKEW`]).
     /// Whether it is for the configured issuer is for the token client to say.
-    pub fn load_discovery(&self, now: SystemTime) -> Option<Cached> {
+    pub(crate) fn load_discovery(&self, now: SystemTime) -> Option<Cached> {
         match self.check_discovery(now) {
             Ok(c) => Some(c),
             Err(Refusal::Missing | Refusal::Disabled) => None,
@@ -420,7 +421,7 @@ impl Sink {
     }
 
     /// [`Sink::load_discovery`] without the log line.
-    pub fn check_discovery(&self, now: SystemTime) -> Result<Cached, Refusal> {
+    pub(crate) fn check_discovery(&self, now: SystemTime) -> Result<Cached, Refusal> {
         let store = self.store.as_ref().ok_or(Refusal::Disabled)?;
         let bytes = read_own(&store.discovery)?;
         let record = open_sealed(DISCOVERY_MAGIC, &store.key, &self.fingerprint, &bytes)
@@ -440,7 +441,7 @@ impl Sink {
     }
 
     /// [`Sink::load_warm`] without the log line.
-    pub fn check_warm(&self, now: SystemTime) -> Result<Token, Refusal> {
+    pub(crate) fn check_warm(&self, now: SystemTime) -> Result<Token, Refusal> {
         let store = self.store.as_ref().ok_or(Refusal::Disabled)?;
         let suspect = |s: String| Refusal::Suspect(s);
         let bytes = read_own(&store.file)?;
@@ -496,7 +497,7 @@ fn read_own(file: &Target) -> Result<Vec<u8>, Refusal> {
 }
 
 /// The time checks of a saved token against the reference rules and `now`.
-pub fn validate_times(
+pub(crate) fn validate_times(
     token: &Token,
     saved_refresh: Option<SystemTime>,
     expires_in: f64,

@@ -1,8 +1,9 @@
 //! Client authentication (RFC 6749 §2.3): one `ClientAuth` per token that reads its credentials fresh for every request, adds them to it, names the files it reads and every form of them to redact.
 //!
-//! A new method is one new variant here: `apply` gets the request being built and a `RequestContext` (the token
-//! endpoint, the request's time), which is all a signed assertion (`private_key_jwt`) or an assertion read from a
-//! file needs.
+//! A new method is a variant here and in `config::raw::RawAuthMethod`, and the compiler then names every match that
+//! must decide about it (docs/development.md lists them): `apply` gets the request being built and a `RequestContext`
+//! (the token endpoint, the request's time), which is all a signed assertion (`private_key_jwt`) or an assertion read
+//! from a file needs.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -61,27 +62,27 @@ impl TokenRequest {
     }
 
     /// A form field that is a secret or identifies the client (`client_id`, `client_secret`, `client_assertion`...).
-    pub fn secret_field(&mut self, name: &str, value: &SecretString) {
+    pub(crate) fn secret_field(&mut self, name: &str, value: &SecretString) {
         self.redact(value.expose_secret());
         self.fields
             .push((name.to_string(), Value::Secret(value.clone())));
     }
 
     /// The `Authorization` header: `scheme credential`; the credential part is redacted as it is.
-    pub fn set_authorization(&mut self, scheme: &str, credential: &str) {
+    pub(crate) fn set_authorization(&mut self, scheme: &str, credential: &str) {
         self.redact.push(credential.to_string());
         self.authorization = Some(SecretString::from(format!("{scheme} {credential}")));
     }
 
     /// Remembers a secret that went out: as it is, form-encoded (`+` for space) and percent-encoded (`%20`).
-    pub fn redact(&mut self, secret: &str) {
+    pub(crate) fn redact(&mut self, secret: &str) {
         let form = form_encode(secret);
         self.redact.push(form.replace('+', "%20"));
         self.redact.push(form);
         self.redact.push(secret.to_string());
     }
 
-    pub fn authorization(&self) -> Option<&SecretString> {
+    pub(crate) fn authorization(&self) -> Option<&SecretString> {
         self.authorization.as_ref()
     }
 
@@ -99,7 +100,7 @@ impl TokenRequest {
 
     /// Every form in which a secret of this request left, longest first, so that no form is left half-replaced by a
     /// shorter one. Forms shorter than 3 characters are left out: replacing them would garble any message.
-    pub fn redaction_forms(&self) -> Vec<String> {
+    pub(crate) fn redaction_forms(&self) -> Vec<String> {
         let mut forms: Vec<String> = self
             .redact
             .iter()
@@ -163,7 +164,7 @@ pub struct PrivateKeyJwt {
 impl PrivateKeyJwt {
     /// Reads the key (and certificate) as they are now; a key content parsed before is reused
     /// ([`SigningKey::from_pem_cached`]); the PEM bytes are wiped once used.
-    pub fn signer(&self) -> Result<AssertionSigner, AuthError> {
+    pub(crate) fn signer(&self) -> Result<AssertionSigner, AuthError> {
         self.signer_from(&mut Reads::new(""))
     }
 
@@ -197,7 +198,7 @@ impl PrivateKeyJwt {
 
 /// Reads a client assertion file (a JWT someone else signed, e.g. the projected service-account token), bounded,
 /// and checks that it looks like a JWT; `exp` is the payload's `exp`, read without verifying the signature.
-pub fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthError> {
+pub(crate) fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthError> {
     assertion_of(path, read_bounded(path, ASSERTION_LIMIT, true)?)
 }
 
@@ -298,7 +299,7 @@ pub enum ClientAuth {
 
 impl ClientAuth {
     /// The config's `auth_method` value for this method.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ClientAuth::SecretBasic { .. } => "client_secret_basic",
             ClientAuth::SecretBasicRaw { .. } => "client_secret_basic_raw",
@@ -310,7 +311,7 @@ impl ClientAuth {
     }
 
     /// Where the client id comes from, if this method sends one.
-    pub fn client_id(&self) -> Option<&CredentialSource> {
+    pub(crate) fn client_id(&self) -> Option<&CredentialSource> {
         match self {
             ClientAuth::SecretBasic { client_id, .. }
             | ClientAuth::SecretBasicRaw { client_id, .. }
@@ -323,7 +324,7 @@ impl ClientAuth {
 
     /// The id and secret of a shared-secret method (Basic, raw Basic or post): what `auth_method: auto` may move
     /// between Basic and post (`token::discovery::choose_auth`).
-    pub fn shared_secret(&self) -> Option<(&CredentialSource, &CredentialSource)> {
+    pub(crate) fn shared_secret(&self) -> Option<(&CredentialSource, &CredentialSource)> {
         match self {
             ClientAuth::SecretBasic {
                 client_id,
@@ -342,7 +343,7 @@ impl ClientAuth {
     }
 
     /// Every credential source this method reads, with the config key it was given under (`client_secret_file`...).
-    pub fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
+    pub(crate) fn sources(&self) -> Vec<(&'static str, &CredentialSource)> {
         if let Some((client_id, client_secret)) = self.shared_secret() {
             return vec![("client_id", client_id), ("client_secret", client_secret)];
         }
@@ -357,7 +358,7 @@ impl ClientAuth {
     }
 
     /// The `exp` of the assertion file as it is now (unverified), for `client_assertion_file`.
-    pub fn assertion_exp(&self) -> Option<SystemTime> {
+    pub(crate) fn assertion_exp(&self) -> Option<SystemTime> {
         match self {
             ClientAuth::ClientAssertionFile { path, .. } => {
                 let (_, exp) = read_assertion(path).ok()?;
@@ -368,7 +369,7 @@ impl ClientAuth {
     }
 
     /// Files this method reads besides its credential sources, with their config keys.
-    pub fn key_files(&self) -> Vec<(&'static str, &Path)> {
+    pub(crate) fn key_files(&self) -> Vec<(&'static str, &Path)> {
         match self {
             ClientAuth::PrivateKeyJwt(k) => {
                 let mut v = vec![("private_key_file", k.private_key_file.as_path())];
@@ -385,7 +386,7 @@ impl ClientAuth {
     }
 
     /// The files this method reads: their directories are watched, and a change wakes a refresher that failed.
-    pub fn files(&self) -> Vec<&Path> {
+    pub(crate) fn files(&self) -> Vec<&Path> {
         self.sources()
             .into_iter()
             .filter_map(|(_, s)| s.file())
@@ -395,7 +396,7 @@ impl ClientAuth {
 
     /// A hash of the credentials as they are now, to notice a rotation without keeping a second copy of a secret:
     /// what [`Self::apply`] returns for the same files, read as it reads them, without building a request.
-    pub fn fingerprint(&self) -> Result<u64, AuthError> {
+    pub(crate) fn fingerprint(&self) -> Result<u64, AuthError> {
         let mut reads = Reads::new(self.name());
         for (_, src) in self.sources() {
             reads.source(src)?;

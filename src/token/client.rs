@@ -19,25 +19,23 @@ use super::http::USER_AGENT_VALUE;
 use super::response::{read_bounded, retry_after, BodyError};
 use super::token::{parse_token_response, Token};
 
-pub use super::auth::basic_auth;
-
 /// Token responses are a few hundred bytes; anything past this is refused, never buffered.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What one token is requested with: where, how the client authenticates, the grant, and the extra form fields.
 #[derive(Debug, Clone)]
-pub struct RequestSpec {
-    pub url: Url,
-    pub auth: ClientAuth,
-    pub grant: Grant,
+pub(crate) struct RequestSpec {
+    pub(crate) url: Url,
+    pub(crate) auth: ClientAuth,
+    pub(crate) grant: Grant,
     /// `scope`, `audience`, `resource`, `params`, in the order they are sent.
-    pub fields: Vec<(String, String)>,
+    pub(crate) fields: Vec<(String, String)>,
     /// The lifetime assumed when the response has none (and the token is not a JWT).
-    pub default_lifetime: Duration,
+    pub(crate) default_lifetime: Duration,
 }
 
 /// Vends tokens from one endpoint with one configuration.
-pub struct TokenClient {
+pub(crate) struct TokenClient {
     http: reqwest::Client,
     spec: RequestSpec,
     /// The fingerprint of the credentials last sent, to notice a rotation.
@@ -91,7 +89,7 @@ impl fmt::Debug for TokenClient {
 
 /// A hash of everything a request reads at request time (client credentials, a subject token), to notice a rotation.
 /// For a grant that reads nothing it is the client authentication's own fingerprint.
-pub fn credentials_fingerprint(auth: &ClientAuth, grant: &Grant) -> Result<u64, AuthError> {
+pub(crate) fn credentials_fingerprint(auth: &ClientAuth, grant: &Grant) -> Result<u64, AuthError> {
     Ok(combined(auth.fingerprint()?, grant.fingerprint()?))
 }
 
@@ -108,7 +106,7 @@ fn credentials_error(e: AuthError) -> FetchError {
 }
 
 impl TokenClient {
-    pub fn new(spec: RequestSpec, http: reqwest::Client) -> Self {
+    pub(crate) fn new(spec: RequestSpec, http: reqwest::Client) -> Self {
         TokenClient {
             http,
             spec,
@@ -119,7 +117,7 @@ impl TokenClient {
 
     /// With `Some`, the token endpoint is discovered from the issuer before the first request (`spec.url` is then
     /// the issuer's URL and is not posted to).
-    pub fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
+    pub(crate) fn discovering(mut self, discovery: Option<discovery::Discovery>) -> Self {
         self.discovery = discovery.map(|config| {
             Box::new(Discovering {
                 config,
@@ -132,13 +130,13 @@ impl TokenClient {
     }
 
     /// Whether the endpoint comes from discovery.
-    pub fn discovers(&self) -> bool {
+    pub(crate) fn discovers(&self) -> bool {
         self.discovery.is_some()
     }
 
     /// Adopts a document kept by an earlier run, when it is for this issuer and its method choice still holds.
     /// Used until a fresh one is fetched (at once if it is a day old, and kept if that fetch fails).
-    pub fn restore_discovery(&self, cached: Cached) {
+    pub(crate) fn restore_discovery(&self, cached: Cached) {
         let Some(d) = &self.discovery else { return };
         if cached.document.issuer != d.config.issuer.as_str() {
             tracing::info!(issuer = %d.config.issuer, "the saved discovery document is for another issuer; not used");
@@ -164,13 +162,13 @@ impl TokenClient {
     }
 
     /// The discovered token endpoint in use, `None` before discovery (or without it).
-    pub fn discovered_endpoint(&self) -> Option<Url> {
+    pub(crate) fn discovered_endpoint(&self) -> Option<Url> {
         let d = self.discovery.as_ref()?;
         lock(&d.current).as_ref().map(|r| r.url.clone())
     }
 
     /// A document fetched since the last call, for the warm-start state.
-    pub fn take_fetched(&self) -> Option<Cached> {
+    pub(crate) fn take_fetched(&self) -> Option<Cached> {
         self.discovery
             .as_ref()
             .and_then(|d| lock(&d.fetched).take())
@@ -237,17 +235,19 @@ impl TokenClient {
         }
     }
 
-    pub fn url(&self) -> &Url {
+    #[cfg(test)]
+    pub(crate) fn url(&self) -> &Url {
         &self.spec.url
     }
 
-    pub fn auth(&self) -> &ClientAuth {
+    pub(crate) fn auth(&self) -> &ClientAuth {
         &self.spec.auth
     }
 
+    #[cfg(test)]
     /// The request as it would be sent now: credentials read fresh, the grant's and authentication's fields added.
     /// With discovery, `fetch` sends it to the discovered endpoint (and, for `auto`, in the form picked) instead.
-    pub fn request(&self, now: SystemTime) -> Result<TokenRequest, AuthError> {
+    pub(crate) fn request(&self, now: SystemTime) -> Result<TokenRequest, AuthError> {
         Ok(self.request_to(&self.spec.url, &self.spec.auth, now)?.0)
     }
 
@@ -272,7 +272,7 @@ impl TokenClient {
     }
 
     /// Whether the credentials on disk differ from those last sent (a rotation happened).
-    pub fn credentials_changed(&self) -> bool {
+    pub(crate) fn credentials_changed(&self) -> bool {
         let last = *lock(&self.last_used);
         // `auto` may have switched the form of the secret; the fingerprint is of the form that was sent.
         let auth = self
@@ -287,7 +287,7 @@ impl TokenClient {
     }
 
     /// One token request. `issued_at` is taken before sending, so the token's times err on the early side.
-    pub async fn fetch(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
+    pub(crate) async fn fetch(&self, issued_at: SystemTime) -> Result<Token, FetchError> {
         let (url, auth) = self.endpoint(issued_at).await?;
         let (req, fingerprint) = self
             .request_to(&url, &auth, issued_at)
@@ -382,6 +382,7 @@ impl TokenClient {
 mod tests {
     use super::*;
     use crate::credentials::CredentialSource;
+    use crate::token::auth::basic_auth;
     use crate::token::error::status_error;
 
     fn client(auth: ClientAuth) -> TokenClient {

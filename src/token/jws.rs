@@ -22,7 +22,7 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Below this an RSA signature is not worth having (NIST SP 800-57); ring refuses smaller keys anyway.
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 const CONVERT_HINT: &str =
     "convert it with: openssl pkcs8 -topk8 -nocrypt -in OLD.pem -out NEW.pem";
@@ -76,7 +76,7 @@ pub enum KeyType {
 
 impl KeyType {
     /// The algorithm used when the config names none.
-    pub fn default_alg(self) -> Alg {
+    pub(crate) fn default_alg(self) -> Alg {
         match self {
             KeyType::Rsa { .. } => Alg::RS256,
             KeyType::P256 => Alg::ES256,
@@ -169,7 +169,7 @@ pub struct SigningKey {
 }
 
 /// At most this many parsed keys are kept by [`SigningKey::from_pem_cached`]; past it the least recently used goes.
-pub const KEY_CACHE_CAPACITY: usize = 32;
+pub(crate) const KEY_CACHE_CAPACITY: usize = 32;
 
 /// Parsed keys by the SHA-256 of the PEM file they came from, with the use counter of their last use.
 static KEY_CACHE: Mutex<Vec<([u8; 32], u64, SigningKey)>> = Mutex::new(Vec::new());
@@ -239,7 +239,7 @@ impl SigningKey {
     /// [`SigningKey::from_pem`], parsed once per file content: the key file is still read at every request (a
     /// rotation is used at once), but a content seen before reuses its parsed key, keyed by the SHA-256 of the bytes
     /// (parsing and validating a 2048-bit RSA key costs ~0.7 ms). The fingerprint is compared, never shown.
-    pub fn from_pem_cached(pem_bytes: &[u8]) -> Result<SigningKey, KeyError> {
+    pub(crate) fn from_pem_cached(pem_bytes: &[u8]) -> Result<SigningKey, KeyError> {
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pem_bytes).as_ref());
         let lock = || KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,12 +310,12 @@ impl SigningKey {
         }
     }
 
-    pub fn key_type(&self) -> KeyType {
+    pub(crate) fn key_type(&self) -> KeyType {
         self.key_type
     }
 
     /// The public key as ring and X.509 carry it: DER RSAPublicKey for RSA, the uncompressed point for EC.
-    pub fn public_key(&self) -> &[u8] {
+    pub(crate) fn public_key(&self) -> &[u8] {
         match &*self.pair {
             Pair::Rsa(p) => p.public_key().as_ref(),
             Pair::Ec(p) => p.public_key().as_ref(),
@@ -323,7 +323,7 @@ impl SigningKey {
     }
 
     /// `alg` if the key can sign with it, else the default for the key type; an error names both.
-    pub fn resolve_alg(&self, alg: Option<Alg>) -> Result<Alg, KeyError> {
+    pub(crate) fn resolve_alg(&self, alg: Option<Alg>) -> Result<Alg, KeyError> {
         let alg = alg.unwrap_or(self.key_type.default_alg());
         if self.key_type.allows(alg) {
             Ok(alg)
@@ -374,7 +374,10 @@ pub enum KeyId {
 impl KeyId {
     /// `x5t#S256` of the first certificate in `cert_pem` (base64url SHA-256 of its DER), after checking
     /// that the certificate carries `key`'s public key.
-    pub fn from_certificate_pem(cert_pem: &[u8], key: &SigningKey) -> Result<KeyId, KeyError> {
+    pub(crate) fn from_certificate_pem(
+        cert_pem: &[u8],
+        key: &SigningKey,
+    ) -> Result<KeyId, KeyError> {
         if begin_labels(cert_pem).is_empty() {
             return Err(KeyError::NotPem);
         }
@@ -437,16 +440,9 @@ impl AssertionSigner {
         })
     }
 
-    pub fn alg(&self) -> Alg {
+    #[cfg(test)]
+    pub(crate) fn alg(&self) -> Alg {
         self.alg
-    }
-
-    pub fn key_id(&self) -> &KeyId {
-        &self.key_id
-    }
-
-    pub fn key_type(&self) -> KeyType {
-        self.key.key_type()
     }
 
     /// A compact JWS with `iss` = `sub` = `client_id`, `aud` = `audience` (one string), `iat` = `now`,

@@ -1,8 +1,6 @@
 //! OAuth2 access tokens: the `Token` and its timing rules, and the client that vends them (HTTP client, client authentication, grant, error classification).
 
 pub(crate) mod auth;
-// Holds items only its tests use, left for the second round of issue 20 (mem2's files): `TokenClient::{url, request}`.
-#[allow(dead_code)]
 pub(crate) mod client;
 pub(crate) mod discovery;
 pub(crate) mod error;

@@ -7,21 +7,21 @@ use crate::config::RefreshPolicy;
 const ONE_SECOND: Duration = Duration::from_secs(1);
 
 /// The longest a server's `Retry-After` is obeyed when no valid token is at stake.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// While a valid token remains and half of what remains exceeds `max_backoff`, a retry after the first lands at a
 /// uniform point in this span of the remaining validity (the second half of it): a fleet recovering from an outage
 /// comes back spread over what each sidecar can afford to wait, not all at once (see BENCHMARKS.md, fleet simulation).
-pub const SPREAD_OF_REMAINING: (f64, f64) = (0.5, 1.0);
+pub(crate) const SPREAD_OF_REMAINING: (f64, f64) = (0.5, 1.0);
 
 /// The last chances of a valid token: a retry never lands later than one second before its `refresh_time`, and if
 /// that one fails, a final retry comes this long before it, so a server that recovers in that last second is asked.
-pub const FINAL_CHANCE: Duration = Duration::from_millis(10);
+pub(crate) const FINAL_CHANCE: Duration = Duration::from_millis(10);
 
 /// Delay from issue to the planned refresh: a fraction drawn from the window of the span from issue to
 /// `refresh_time`, never later than one second before `refresh_time` (when the span allows), never sooner than
 /// `min_backoff` for a token that is never valid.
-pub fn planned_refresh(usable: Duration, policy: &RefreshPolicy, u: f64) -> Duration {
+pub(crate) fn planned_refresh(usable: Duration, policy: &RefreshPolicy, u: f64) -> Duration {
     if usable.is_zero() {
         return policy.min_backoff;
     }
@@ -53,7 +53,7 @@ pub fn next_refresh(
 /// the `exp` of a client assertion someone else signed: if the file is not rotated in time, the refresh is still
 /// made with a valid assertion. An assertion already within its last second changes nothing (its request fails
 /// with a clear error instead).
-pub fn clamp_to_assertion(
+pub(crate) fn clamp_to_assertion(
     delay: Duration,
     now: SystemTime,
     assertion_exp: Option<SystemTime>,
