@@ -1,5 +1,5 @@
 //! Fleet simulator: N sidecars with 1 h tokens on a virtual clock against one token server that has a total outage,
-//! scheduled by the project's own `refresh::schedule` functions (not a copy), beside naive policies, same seed, same fleet.
+//! scheduled by the project's own `schedule` functions (not a copy), beside naive policies, same seed, same fleet.
 //!
 //! ```text
 //! cargo run --release --example fleet_sim -- [--sidecars 10000] [--seed 1] [--seeds 1] [--outage 600]

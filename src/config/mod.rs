@@ -53,7 +53,7 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// How the refresher schedules refreshes and retries (see `refresh::schedule`).
+/// How the refresher schedules refreshes and retries (see `schedule`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RefreshPolicy {
     /// Fractions of the way from issue to `refresh_time` between which the next refresh is drawn.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-/// The longest `Retry-After` taken from a server; the refresher caps the wait further (`refresh::schedule`).
+/// The longest `Retry-After` taken from a server; the refresher caps the wait further (`schedule`).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now`, at most [`RETRY_AFTER_MAX`].

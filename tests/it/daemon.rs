@@ -211,7 +211,7 @@ fn outage_readiness_drops_at_refresh_time_and_returns_after_recovery() {
     server.up();
     // The token has expired and no refresh is scheduled: only the retry loop (max_backoff 1 s) can bring it back.
     // The bound is slack for a loaded 2-core machine; the backoff's exact timing is tested on a paused clock
-    // (refresh::schedule, refresh::tests).
+    // (schedule, refresh::tests).
     wait_until(
         Duration::from_secs(30),
         "a new token after recovery",
