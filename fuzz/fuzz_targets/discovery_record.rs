@@ -10,7 +10,6 @@ use libfuzzer_sys::fuzz_target;
 use token_vendor::fuzz_api::{StateStore, MAX_CLOCK_SKEW};
 use token_vendor_fuzz::{assert_bounded, fresh_state_store, measure, t0};
 
-
 fn store() -> &'static StateStore {
     static S: OnceLock<StateStore> = OnceLock::new();
     S.get_or_init(|| fresh_state_store("discovery-record"))
