@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -373,11 +374,20 @@ def main():
         grace = pod["spec"]["terminationGracePeriodSeconds"]
         watch = subprocess.Popen(["kubectl", "get", "pod", name, "-n", NS, "-w", "-o", "json", "--output-watch-events"],
                                  stdout=subprocess.PIPE, text=True)
+        # Read as it comes: a pod's objects fill the 64 KiB pipe within a few events, and a kubectl blocked on a full
+        # pipe, then stopped, leaves its last object cut in half.
+        chunks = []
+        reader = threading.Thread(target=lambda: chunks.extend(iter(watch.stdout.readline, "")), daemon=True)
+        reader.start()
         t0 = time.monotonic()
         kubectl("delete", "pod", name, "-n", NS, "--wait=true", f"--timeout={grace + 30}s")
         took = time.monotonic() - t0
+        # The DELETED event carries the pod's last status; the watch goes on after it, so it is stopped then.
+        wait("the watch's DELETED event", 30, lambda: '"DELETED"' in "".join(chunks))
         watch.terminate()
-        out, _ = watch.communicate(timeout=10)
+        watch.wait(timeout=10)
+        reader.join(timeout=10)
+        out = "".join(chunks)
         # The last status the kubelet reported before the pod object went away.
         dec = json.JSONDecoder()
         objs, i = [], 0
