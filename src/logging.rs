@@ -2,42 +2,57 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// The crate's own target; a bare `trace` applies in full only to it (see [`directives`]).
 const OWN_TARGET: &str = "token_vendor";
 
-/// Installs the global subscriber. `TOKEN_VENDOR_LOG` (an EnvFilter directive) overrides the configured level.
+/// Installs the global subscriber. `TOKEN_VENDOR_LOG` (a [`filter`]) overrides the configured level.
 pub fn init(cfg: &LogConfig) {
     let filter = std::env::var("TOKEN_VENDOR_LOG")
         .ok()
-        .and_then(|f| EnvFilter::try_new(directives(&f)).ok())
-        .or_else(|| EnvFilter::try_new(directives(&cfg.level)).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .and_then(|f| filter(&f))
+        .or_else(|| filter(&cfg.level))
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let json = match cfg.format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(layer.json().flatten_event(true).with_current_span(false))
             .try_init()
     } else {
-        builder.compact().try_init()
+        registry.with(layer.compact()).try_init()
     };
+}
+
+/// Parses a log filter: comma-separated `level`, `target` or `target=level` directives, as in `info` or
+/// `warn,token_vendor::refresh=debug` (targets match by prefix). `None` when a directive does not parse or there is
+/// none (an empty filter would silence everything).
+///
+/// Per-target levels are all the filter does: `tracing-subscriber`'s `EnvFilter` would add span and field
+/// directives, and its regex engine made the binary 0.33 MB larger (0.23 MB of text, which is all resident in every
+/// sidecar: BENCHMARKS.md, 1 token).
+pub(crate) fn filter(s: &str) -> Option<Targets> {
+    let d = directives(s);
+    if d.is_empty() {
+        return None;
+    }
+    d.parse().ok()
 }
 
 /// `filter` with the other crates' `trace` output left off unless the filter names them: a bare `trace` becomes
@@ -80,7 +95,7 @@ fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use super::{colour, directives};
+    use super::{colour, directives, filter};
     use std::ffi::OsStr;
 
     #[test]
@@ -104,6 +119,23 @@ mod tests {
             (" trace , ", "debug,token_vendor=trace"),
         ] {
             assert_eq!(directives(given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_filter_is_levels_per_target_and_never_empty() {
+        use tracing::Level;
+        let f = filter("warn,token_vendor::refresh=debug").unwrap_or_default();
+        assert!(f.would_enable("token_vendor::refresh::sink", &Level::DEBUG));
+        assert!(!f.would_enable("token_vendor::refresh", &Level::TRACE));
+        assert!(!f.would_enable("token_vendor::watch", &Level::INFO));
+        assert!(f.would_enable("hyper", &Level::WARN));
+        let f = filter("trace").unwrap_or_default();
+        assert!(f.would_enable("token_vendor::watch", &Level::TRACE));
+        assert!(!f.would_enable("notify::inotify", &Level::TRACE));
+        assert!(f.would_enable("notify::inotify", &Level::DEBUG));
+        for bad in ["", " , ", "a=b=c", "token_vendor=loud"] {
+            assert!(filter(bad).is_none(), "{bad:?}");
         }
     }
 
