@@ -45,34 +45,60 @@ static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The file threads' queue; the threads start with the first job and live as long as the process.
-static FILE_THREADS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
-    std::sync::OnceLock::new();
+/// The file threads' queue. Idle threads wait on the condition variable, so a job wakes exactly one of them (a shared
+/// `Mutex<Receiver>` woke two per job: the thread that took the job and the next one waiting for the lock).
+struct FileQueue {
+    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    ready: std::sync::Condvar,
+}
 
-fn file_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
-    FILE_THREADS.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..MAX_FILE_JOBS {
-            let rx = rx.clone();
-            // A thread that cannot start leaves its jobs to the others (or to the blocking pool, see `file_job`).
-            let _ = std::thread::Builder::new()
-                .name(format!("tv-files-{i}"))
-                // As tokio's blocking threads: only the pages a job touches are resident.
-                .stack_size(2 * 1024 * 1024)
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(p) => p.into_inner().recv(),
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => break,
-                    }
-                });
+impl FileQueue {
+    fn push(&self, job: Job) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Job {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = jobs.pop_front() {
+                return job;
+            }
+            jobs = self.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
         }
-        std::sync::Mutex::new(tx)
-    })
+    }
+}
+
+/// The file threads' queue, `None` when not one thread could start; the threads start with the first job and live
+/// as long as the process.
+static FILE_THREADS: std::sync::OnceLock<Option<Arc<FileQueue>>> = std::sync::OnceLock::new();
+
+fn file_threads() -> Option<&'static Arc<FileQueue>> {
+    FILE_THREADS
+        .get_or_init(|| {
+            let queue = Arc::new(FileQueue {
+                jobs: std::sync::Mutex::new(std::collections::VecDeque::new()),
+                ready: std::sync::Condvar::new(),
+            });
+            let mut started = 0;
+            for i in 0..MAX_FILE_JOBS {
+                let q = queue.clone();
+                // A thread that cannot start leaves its jobs to the others (or, with none, to the blocking pool).
+                let spawned = std::thread::Builder::new()
+                    .name(format!("tv-files-{i}"))
+                    // As tokio's blocking threads: only the pages a job touches are resident.
+                    .stack_size(2 * 1024 * 1024)
+                    .spawn(move || loop {
+                        q.take()()
+                    });
+                started += usize::from(spawned.is_ok());
+            }
+            (started > 0).then_some(queue)
+        })
+        .as_ref()
 }
 
 /// A file job that did not complete: it panicked (a bug), or no thread could run it.
@@ -94,20 +120,18 @@ async fn file_job<T: Send + 'static>(
             .await
             .map_err(|_| FileJobFailed);
     }
+    let Some(queue) = file_threads() else {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| FileJobFailed);
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
+    queue.push(Box::new(move || {
         // A panic drops `tx` (the caller sees FileJobFailed) and leaves the thread running.
         if let Ok(out) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             let _ = tx.send(out);
         }
-    });
-    let sent = match file_threads().lock() {
-        Ok(q) => q.send(job),
-        Err(p) => p.into_inner().send(job),
-    };
-    if sent.is_err() {
-        return Err(FileJobFailed);
-    }
+    }));
     rx.await.map_err(|_| FileJobFailed)
 }
 
