@@ -7,6 +7,7 @@
 
 pub(crate) mod auth;
 mod grant;
+pub(crate) mod log_filter;
 pub(crate) mod notify;
 pub(crate) mod raw;
 mod validate;

@@ -202,7 +202,7 @@ fn parse_into(text: &str, base: &Path, c: &mut Checker) -> Option<Config> {
         }),
         Some(v) => c.field::<RawLog>(v, "log").and_then(|raw| {
             let level = raw.level.unwrap_or_else(|| "info".into());
-            if crate::logging::filter(&level).is_none() {
+            if super::log_filter::filter(&level).is_none() {
                 c.problem(
                     "log.level",
                     format!("{level:?} is not a log level; use error, warn, info, debug or trace"),
