@@ -364,3 +364,34 @@ async fn a_failed_write_keeps_the_old_token_and_counts_as_a_failure() {
         Some("tok-1")
     );
 }
+
+/// Real clock: file jobs run on the `tv-files-N` threads, every one completes and returns its value, and more jobs
+/// than threads wait their turn instead of being lost (a queue that woke no thread would hang here).
+#[tokio::test]
+async fn file_jobs_run_on_the_file_threads_and_all_complete() {
+    let handles: Vec<_> = (0..4 * MAX_FILE_JOBS)
+        .map(|i| {
+            tokio::spawn(file_job(Clock::System, move || {
+                std::thread::sleep(Duration::from_millis(5));
+                (i, std::thread::current().name().map(str::to_string))
+            }))
+        })
+        .collect();
+    for (want, h) in handles.into_iter().enumerate() {
+        let (got, thread) = tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .expect("every file job completes")
+            .expect("the task ran")
+            .expect("the job ran");
+        assert_eq!(got, want);
+        let thread = thread.unwrap_or_default();
+        assert!(thread.starts_with("tv-files-"), "{thread}");
+    }
+    // Every thread idle and waiting: a new job must still wake one (in a burst, threads coming back from a job find
+    // the queue non-empty anyway).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = tokio::time::timeout(Duration::from_secs(10), file_job(Clock::System, || 7))
+        .await
+        .expect("a job queued while every file thread waits is run");
+    assert_eq!(late.expect("the job ran"), 7);
+}
