@@ -108,19 +108,25 @@ pub(crate) struct FileJobFailed;
 
 /// Runs `f` on a file thread once one of the [`MAX_FILE_JOBS`] turns is free. After [`IN_FLIGHT_PATIENCE`] without
 /// one it runs on tokio's blocking pool instead, so a disk that hangs while holding every turn cannot stall the
-/// other tokens past their liveness promise. On a virtual clock (the paused-clock tests) it always does: tokio's
-/// paused time advances only while no blocking-pool task runs, and the file threads are invisible to it.
+/// other tokens past their liveness promise. On a virtual clock (the paused-clock tests) it always does, without
+/// waiting for a turn: tokio's paused time advances only while no blocking-pool task runs, and the file threads are
+/// invisible to it; and the turns are the whole process's, so a real-clock job elsewhere holding them would make a
+/// paused clock jump by the patience.
 async fn file_job<T: Send + 'static>(
     clock: Clock,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, FileJobFailed> {
-    let turn = tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await;
-    if !matches!(turn, Ok(Ok(_))) || matches!(clock, Clock::Virtual { .. }) {
-        return tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| FileJobFailed);
-    }
-    let Some(queue) = file_threads() else {
+    let threads = match clock {
+        Clock::Virtual { .. } => None,
+        Clock::System => {
+            match tokio::time::timeout(IN_FLIGHT_PATIENCE, FILE_JOBS.acquire()).await {
+                Ok(Ok(turn)) => file_threads().map(|queue| (queue, turn)),
+                _ => None,
+            }
+        }
+    };
+    // The turn is held until the job has answered.
+    let Some((queue, _turn)) = threads else {
         return tokio::task::spawn_blocking(f)
             .await
             .map_err(|_| FileJobFailed);
