@@ -5,16 +5,22 @@ use tracing_subscriber::filter::Targets;
 /// The crate's own target; a bare `trace` applies in full only to it (see [`directives`]).
 const OWN_TARGET: &str = "token_vendor";
 
-/// Parses a log filter: comma-separated `level`, `target` or `target=level` directives, as in `info` or
-/// `warn,token_vendor::refresh=debug` (targets match by prefix). `None` when a directive does not parse or there is
-/// none (an empty filter would silence everything).
+/// Parses a log filter: comma-separated `level` or `target=level` directives, as in `info` or
+/// `warn,token_vendor::refresh=debug` (targets match by prefix). `None` when a directive does not parse, when there
+/// is none (an empty filter would silence everything), or when a bare word is not a level: `tracing-subscriber` would
+/// take `warning` for a target and the sidecar would log nothing at all, not even its errors.
 ///
 /// Per-target levels are all the filter does: `tracing-subscriber`'s `EnvFilter` would add span and field
 /// directives, and its regex engine made the binary 0.33 MB larger (0.23 MB of text, which is all resident in every
 /// sidecar: BENCHMARKS.md, 1 token).
 pub(crate) fn filter(s: &str) -> Option<Targets> {
     let d = directives(s);
-    if d.is_empty() {
+    let bare_word = d.split(',').any(|d| {
+        !d.contains('=')
+            && d.parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+    });
+    if d.is_empty() || bare_word {
         return None;
     }
     d.parse().ok()
@@ -92,7 +98,15 @@ mod tests {
         assert!(f.would_enable("token_vendor::watch", &Level::TRACE));
         assert!(!f.would_enable("notify::inotify", &Level::TRACE));
         assert!(f.would_enable("notify::inotify", &Level::DEBUG));
-        for bad in ["", " , ", "a=b=c", "token_vendor=loud"] {
+        for bad in [
+            "",
+            " , ",
+            "a=b=c",
+            "token_vendor=loud",
+            "warning",
+            "verbose",
+            "info,notify",
+        ] {
             assert!(filter(bad).is_none(), "{bad:?}");
         }
     }

@@ -250,6 +250,23 @@ tokens:
     }
 
     #[test]
+    fn log_level_is_a_filter_whose_bare_words_are_levels() {
+        for ok in ["debug", "warn,token_vendor::refresh=debug", "TRACE"] {
+            let c = parse(&format!("log: {{level: \"{ok}\"}}\n{GOOD}")).unwrap();
+            assert_eq!(c.log.level, ok);
+        }
+        for bad in ["warning", "info,notify", "", "a=b=c"] {
+            let p = problems(&format!("log: {{level: \"{bad}\"}}\n{GOOD}"));
+            assert_eq!(
+                p,
+                [format!(
+                    "log.level: {bad:?} is not a log level; use error, warn, info, debug or trace"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn token_url_wins_over_base_url() {
         let y = GOOD.replace(
             "    client_id:",
