@@ -310,7 +310,6 @@ impl Target {
         create: Option<(Option<u32>, Option<u32>)>,
     ) -> Result<File, WriteError> {
         use std::os::fd::AsRawFd;
-        use std::path::Component;
         let err = |step: &'static str| {
             move |source: io::Error| WriteError {
                 path: self.path.clone(),
@@ -322,14 +321,7 @@ impl Target {
             return Ok(dir);
         }
         let mut fd = File::open("/").map_err(err("open /"))?;
-        let comps: Vec<&std::ffi::OsStr> = self
-            .dir
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n),
-                _ => None,
-            })
-            .collect();
+        let comps: Vec<&std::ffi::OsStr> = self.dir_names().collect();
         let mut so_far = PathBuf::from("/");
         for (i, n) in comps.iter().enumerate() {
             so_far.push(n);
@@ -397,6 +389,14 @@ impl Target {
         Ok(fd)
     }
 
+    /// The names from `/` down to the directory, as both ways of reaching it take them.
+    fn dir_names(&self) -> impl Iterator<Item = &std::ffi::OsStr> {
+        self.dir.components().filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// What [`Target::open_dir`]'s walk checks component by component, in one `openat2` that refuses a symbolic
     /// link anywhere on the way (`RESOLVE_NO_SYMLINKS`): one syscall instead of two per component, on every write.
     /// `None` when it cannot (a kernel before 5.6 or a seccomp filter that refuses it, a missing or symlinked component,
@@ -404,19 +404,15 @@ impl Target {
     fn open_dir_direct(&self) -> Option<File> {
         use std::os::fd::FromRawFd;
         use std::os::unix::ffi::OsStrExt;
-        use std::path::Component;
         use std::sync::atomic::{AtomicBool, Ordering};
         static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
         if UNAVAILABLE.load(Ordering::Relaxed) {
             return None;
         }
-        // The components the walk takes, and only those.
         let mut path = Vec::new();
-        for c in self.dir.components() {
-            if let Component::Normal(n) = c {
-                path.push(b'/');
-                path.extend_from_slice(n.as_bytes());
-            }
+        for n in self.dir_names() {
+            path.push(b'/');
+            path.extend_from_slice(n.as_bytes());
         }
         if path.is_empty() {
             path.push(b'/');
