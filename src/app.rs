@@ -368,7 +368,7 @@ impl Daemon {
 
     /// Re-reads the config; applies it if it changed and is valid, else keeps the running one.
     pub(crate) async fn reload(&mut self, watch: &mut DirWatch) {
-        // Credentials are read on every request; a nudge lets failing refreshers try a rotated secret now.
+        // Credentials are looked at for every request; a nudge lets failing refreshers try a rotated secret now.
         // Only a real change nudges: any other event in a watched directory must not shorten a backoff.
         for r in self.running.values_mut() {
             let now = credentials_now(&r.cfg);

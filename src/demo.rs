@@ -151,7 +151,7 @@ tokens:
     token_url: http://{endpoint}/token
     client_id: {id}                   # CHANGE: your client id (or client_id_file: PATH)
     # CHANGE: never inline a real secret: use client_secret_file: /var/run/secrets/idp/client_secret
-    # (a mounted Kubernetes Secret, re-read on every request) or client_secret_env: NAME.
+    # (a mounted Kubernetes Secret, looked at for every request) or client_secret_env: NAME.
     client_secret: {secret}
     scope: demo                       # CHANGE: the scopes your API needs, or remove
     outputs:                          # CHANGE: paths on the volume your app reads; keep the formats you need

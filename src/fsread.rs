@@ -4,8 +4,9 @@
 //! directory or a symlink planted by someone else. [`read_bounded`] opens with `O_NONBLOCK`, decides on the
 //! `fstat` of the descriptor it opened (not on the path, which can change in between), and counts the bytes it
 //! reads instead of trusting the size in the metadata. A reload reads the config on tokio's blocking pool (the
-//! runtime thread answers /livez). Credential, key and assertion files are read on the runtime thread, at
-//! every request, with the key parsed and the assertion signed there too: it never waits on a FIFO or device (the
+//! runtime thread answers /livez). Credential, key and assertion files are looked at on the runtime thread at
+//! every request and read there when they changed (`credentials::read_file_bytes`), with the key parsed and the
+//! assertion signed there too: it never waits on a FIFO or device (the
 //! open does not block and the descriptor's `fstat` refuses them), and a local regular file costs microseconds
 //! (BENCHMARKS.md, "Cost of a signed request": 5 µs for a secret file, 48 µs for ES256, under 1 ms for RS256 at p95).
 
@@ -204,6 +205,20 @@ pub(crate) fn read_bounded(
 ) -> Result<Vec<u8>, ReadError> {
     let file = open_regular(path, follow_symlinks)?;
     read_counted(file, path, limit)
+}
+
+/// [`read_bounded`] (symlinks followed), also returning the metadata of the descriptor that was read: what the
+/// bytes are, not what the path names a moment later.
+pub(crate) fn read_bounded_with_meta(
+    path: &Path,
+    limit: u64,
+) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
+    let file = open_regular(path, true)?;
+    let meta = file.metadata().map_err(|source| ReadError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((read_counted(file, path, limit)?, meta))
 }
 
 /// Reads the regular file `name` inside the open directory `dir` (never following a symlink at `name`, never

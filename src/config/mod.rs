@@ -92,7 +92,7 @@ pub struct TokenConfig {
     pub(crate) token_url: Url,
     /// `issuer:` configured: the token endpoint (and with `auth_method: auto`, the method) comes from discovery.
     pub(crate) discovery: Option<Discovery>,
-    /// How the client authenticates; reads its credentials fresh for every request.
+    /// How the client authenticates; reads its credentials as they are at each request.
     pub(crate) auth: ClientAuth,
     pub(crate) grant: Grant,
     pub(crate) scope: Option<String>,

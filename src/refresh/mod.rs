@@ -167,7 +167,7 @@ pub(crate) trait Vend: Send + Sync + 'static {
     }
 }
 
-/// The production vendor: the token client, which reads the credentials fresh for every request.
+/// The production vendor: the token client, which takes the credentials as they are at each request.
 pub(crate) struct ClientVend {
     pub(crate) client: TokenClient,
 }

@@ -1,4 +1,4 @@
-//! Client authentication (RFC 6749 §2.3): one `ClientAuth` per token that reads its credentials fresh for every request, adds them to it, names the files it reads and every form of them to redact.
+//! Client authentication (RFC 6749 §2.3): one `ClientAuth` per token that takes its credentials as they are at each request, adds them to it, names the files it reads and every form of them to redact.
 //!
 //! A new method is a variant here and in `config::raw::RawAuthMethod`, and the compiler then names every match that
 //! must decide about it (docs/development.md lists them): `apply` gets the request being built and a `RequestContext`
@@ -17,8 +17,8 @@ use url::Url;
 use secrecy::zeroize::Zeroize;
 
 use super::jws::{Alg, AssertionSigner, KeyError, KeyId, SigningKey, JWT_BEARER};
-use crate::credentials::{CredentialError, CredentialSource, Credentials};
-use crate::fsread::{read_bounded, ReadError, CREDENTIAL_LIMIT, PEM_LIMIT};
+use crate::credentials::{read_file_bytes, CredentialError, CredentialSource, Credentials};
+use crate::fsread::{ReadError, CREDENTIAL_LIMIT, PEM_LIMIT};
 
 /// What a method may need besides its own credentials, known only when a request is made.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +150,7 @@ pub enum AssertionAudience {
     Literal(String),
 }
 
-/// `private_key_jwt` (RFC 7523 §2.2): the key file is read at every request, so a rotated key is used at the next.
+/// `private_key_jwt` (RFC 7523 §2.2): the key file is looked at for every request, so a rotated key is used at the next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrivateKeyJwt {
     pub client_id: CredentialSource,
@@ -162,8 +162,8 @@ pub struct PrivateKeyJwt {
 }
 
 impl PrivateKeyJwt {
-    /// Reads the key (and certificate) as they are now; a key content parsed before is reused
-    /// ([`SigningKey::from_pem_cached`]); the PEM bytes are wiped once used.
+    /// The key (and certificate) as they are now ([`read_file_bytes`]); a key content parsed before is reused
+    /// ([`SigningKey::from_pem_cached`]); the copy of the PEM bytes used here is wiped once used.
     pub(crate) fn signer(&self) -> Result<AssertionSigner, AuthError> {
         self.signer_from(&mut Reads::new(""))
     }
@@ -199,7 +199,7 @@ impl PrivateKeyJwt {
 /// Reads a client assertion file (a JWT someone else signed, e.g. the projected service-account token), bounded,
 /// and checks that it looks like a JWT; `exp` is the payload's `exp`, read without verifying the signature.
 pub(crate) fn read_assertion(path: &Path) -> Result<(SecretString, Option<u64>), AuthError> {
-    assertion_of(path, read_bounded(path, ASSERTION_LIMIT, true)?)
+    assertion_of(path, read_file_bytes(path, ASSERTION_LIMIT)?)
 }
 
 /// The most bytes a client assertion file may have.
@@ -252,7 +252,7 @@ impl Reads {
     }
 
     fn file(&mut self, path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-        let bytes = read_bounded(path, limit, true)?;
+        let bytes = read_file_bytes(path, limit)?;
         bytes.hash(&mut self.h);
         Ok(bytes)
     }
@@ -290,7 +290,7 @@ pub enum ClientAuth {
     None { client_id: Option<CredentialSource> },
     /// RFC 7523 §2.2: a fresh assertion signed with our key for every request.
     PrivateKeyJwt(Box<PrivateKeyJwt>),
-    /// An assertion someone else signed (the projected service-account token), re-read for every request.
+    /// An assertion someone else signed (the projected service-account token), as the file is at each request.
     ClientAssertionFile {
         client_id: CredentialSource,
         path: PathBuf,

@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::auth::{AuthError, RequestContext, TokenRequest};
 use super::error::chain;
 use super::jwt;
-use crate::credentials::CredentialError;
-use crate::fsread::{read_bounded, CREDENTIAL_LIMIT};
+use crate::credentials::{read_file_bytes, CredentialError};
+use crate::fsread::CREDENTIAL_LIMIT;
 
 /// RFC 8693 §2.1's `grant_type` for token exchange.
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -27,7 +27,7 @@ pub(crate) enum Grant {
     ClientCredentials,
     /// RFC 8693: the subject token (e.g. the pod's projected service-account token) is exchanged for the token.
     TokenExchange {
-        /// Read fresh for every request: the kubelet rotates it, and an old one is refused as expired.
+        /// As the file is at each request: the kubelet rotates it, and an old one is refused as expired.
         subject_token_file: PathBuf,
         subject_token_type: String,
         requested_token_type: Option<String>,
@@ -135,9 +135,10 @@ fn hash_of(token: &SecretString) -> u64 {
     h.finish()
 }
 
-/// The subject token as the file has it now, trimmed of the newline editors add; never cached.
+/// The subject token as the file has it now, trimmed of the newline editors add; its bytes are kept only while the
+/// file is unchanged ([`read_file_bytes`]).
 fn subject_token(path: &Path) -> Result<SecretString, AuthError> {
-    let bytes = read_bounded(path, CREDENTIAL_LIMIT, true).map_err(|source| {
+    let bytes = read_file_bytes(path, CREDENTIAL_LIMIT).map_err(|source| {
         AuthError::Credential(CredentialError::Read {
             path: path.to_path_buf(),
             source,

@@ -236,8 +236,8 @@ impl SigningKey {
         result
     }
 
-    /// [`SigningKey::from_pem`], parsed once per file content: the key file is still read at every request (a
-    /// rotation is used at once), but a content seen before reuses its parsed key, keyed by the SHA-256 of the bytes
+    /// [`SigningKey::from_pem`], parsed once per file content: the key file is still looked at for every request
+    /// (a rotation is used at once), but a content seen before reuses its parsed key, keyed by the SHA-256 of the bytes
     /// (parsing and validating a 2048-bit RSA key costs ~0.7 ms). The fingerprint is compared, never shown.
     pub(crate) fn from_pem_cached(pem_bytes: &[u8]) -> Result<SigningKey, KeyError> {
         let mut digest = [0u8; 32];
