@@ -110,6 +110,14 @@ impl ReadError {
 ///
 /// With `follow_symlinks` false the last component must not be a symlink (`O_NOFOLLOW`).
 pub(crate) fn open_regular(path: &Path, follow_symlinks: bool) -> Result<File, ReadError> {
+    open_regular_with_meta(path, follow_symlinks).map(|(file, _)| file)
+}
+
+/// [`open_regular`], also returning the `fstat` of the descriptor (the one that decided).
+fn open_regular_with_meta(
+    path: &Path,
+    follow_symlinks: bool,
+) -> Result<(File, std::fs::Metadata), ReadError> {
     let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
     if !follow_symlinks {
         flags |= libc::O_NOFOLLOW;
@@ -133,7 +141,11 @@ pub(crate) fn open_regular(path: &Path, follow_symlinks: bool) -> Result<File, R
 }
 
 /// The open and the `fstat` of the descriptor: the part that decides, whatever the path was a moment ago.
-fn open_checked(path: &Path, flags: i32, follow_symlinks: bool) -> Result<File, ReadError> {
+fn open_checked(
+    path: &Path,
+    flags: i32,
+    follow_symlinks: bool,
+) -> Result<(File, std::fs::Metadata), ReadError> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)
@@ -174,7 +186,7 @@ fn open_checked(path: &Path, flags: i32, follow_symlinks: bool) -> Result<File, 
             kind: FileKind::of(meta.file_type()),
         });
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Reads at most `limit` bytes from `file`, counting them; more is an error, whatever the metadata said.
@@ -213,11 +225,7 @@ pub(crate) fn read_bounded_with_meta(
     path: &Path,
     limit: u64,
 ) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
-    let file = open_regular(path, true)?;
-    let meta = file.metadata().map_err(|source| ReadError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (file, meta) = open_regular_with_meta(path, true)?;
     Ok((read_counted(file, path, limit)?, meta))
 }
 
